@@ -1,0 +1,71 @@
+"""Save and load saliency masks as safetensors of bool tensors with metadata."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .. import __version__
+from ..errors import ConfigError
+from ..io import atomic_file, fingerprint_state_dict
+from .saliency import SaliencyMask
+
+
+def save_mask(mask: SaliencyMask, path: str | os.PathLike, unet=None, concept: str = "", overwrite: bool = False):
+    """Write bool masks plus metadata (ratio, concept, scope, base fingerprint, counts)."""
+    metadata = {
+        **mask.metadata,
+        "format": "erasekit-mask-v1",
+        "ratio": repr(mask.ratio),
+        "scope": mask.scope,
+        "concept": concept,
+        "selected": str(mask.selected),
+        "total": str(mask.total),
+        "erasekit_version": __version__,
+    }
+    if unet is not None:
+        metadata["base_fingerprint"] = fingerprint_state_dict(unet.state_dict())
+    tensors = {name: m.to("cpu", torch.bool).contiguous() for name, m in mask.masks.items()}
+    with atomic_file(path, overwrite) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    mask.metadata = metadata
+    return Path(path)
+
+
+def load_mask(path: str | os.PathLike, unet=None) -> SaliencyMask:
+    """Read a mask and check it against `unet`: names, shapes, dtype and, if recorded, the base fingerprint."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"mask file '{path}' does not exist; fix 'mask_path' or drop it to compute a mask")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            masks = {name: f.get_tensor(name) for name in f.keys()}
+    except Exception as exc:
+        raise ConfigError(f"mask file '{path}' is not a readable safetensors file ({exc})") from None
+    if metadata.get("format") != "erasekit-mask-v1":
+        raise ConfigError(f"mask file '{path}' was not written by erasekit (no 'format' metadata)")
+    for name, m in masks.items():
+        if m.dtype != torch.bool:
+            raise ConfigError(f"mask file '{path}': tensor '{name}' is {m.dtype}, expected torch.bool")
+    if unet is not None:
+        params = dict(unet.named_parameters())
+        for name, m in masks.items():
+            if name not in params:
+                raise ConfigError(f"mask file '{path}': '{name}' is not a parameter of this UNet; wrong base model?")
+            if tuple(m.shape) != tuple(params[name].shape):
+                raise ConfigError(
+                    f"mask file '{path}': '{name}' has shape {tuple(m.shape)}, the UNet has {tuple(params[name].shape)}"
+                )
+        recorded = metadata.get("base_fingerprint")
+        if recorded and recorded != fingerprint_state_dict(unet.state_dict()):
+            raise ConfigError(
+                f"mask file '{path}' was computed on other base weights (fingerprint {recorded}); "
+                f"recompute the mask for this model"
+            )
+    return SaliencyMask(masks=masks, ratio=float(metadata.get("ratio", "nan")), scope=metadata.get("scope", ""),
+                        metadata=metadata)

@@ -1,0 +1,246 @@
+"""The one training loop: Accelerate, masked gradients, accumulation, checkpoints, resume and logs."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from diffusers.optimization import get_scheduler
+from tqdm.auto import tqdm
+
+from ..config import check
+from ..errors import ConfigError
+
+MIXED_PRECISION = ("no", "fp16", "bf16")
+CHECKPOINT_DIR = "checkpoints"
+LOG_FILE = "logs.jsonl"
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by every method."""
+
+    seed: int = field(default=0, metadata={"help": "seed for data order, noise, timesteps and the mask"})
+    learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate"})
+    max_steps: int = field(default=150, metadata={"help": "optimizer steps"})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (autocast; fp32 master weights)"})
+    weight_decay: float = field(default=0.0, metadata={"help": "decoupled weight decay, applied inside the mask only"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm; 0 disables"})
+    lr_scheduler: str = field(default="constant_with_warmup", metadata={"help": "diffusers scheduler name"})
+    lr_warmup_steps: int = field(default=0, metadata={"help": "warm-up steps"})
+    ema_decay: float = field(default=0.0, metadata={"help": "EMA of trained weights; 0 disables"})
+    checkpointing_steps: int = field(default=0, metadata={"help": "save_state every N steps; 0 disables"})
+    checkpoints_total_limit: int | None = field(default=2, metadata={"help": "keep at most N checkpoints"})
+    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint path"})
+    log_every: int = field(default=10, metadata={"help": "write a loss line every N steps"})
+    report_to: str | None = field(default=None, metadata={"help": "accelerate tracker (tensorboard, wandb, ...)"})
+
+    def __post_init__(self):
+        check(self.learning_rate > 0, "learning_rate", self.learning_rate, "> 0")
+        check(self.max_steps >= 1, "max_steps", self.max_steps, ">= 1")
+        check(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps",
+              self.gradient_accumulation_steps, ">= 1")
+        check(self.mixed_precision in MIXED_PRECISION, "mixed_precision", self.mixed_precision,
+              f"one of {', '.join(MIXED_PRECISION)}")
+        check(self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
+        check(self.max_grad_norm >= 0, "max_grad_norm", self.max_grad_norm, ">= 0")
+        check(0 <= self.ema_decay < 1, "ema_decay", self.ema_decay, "in [0, 1)")
+        check(self.checkpointing_steps >= 0, "checkpointing_steps", self.checkpointing_steps, ">= 0")
+        check(self.checkpoints_total_limit is None or self.checkpoints_total_limit >= 1,
+              "checkpoints_total_limit", self.checkpoints_total_limit, ">= 1 or null")
+        check(self.log_every >= 1, "log_every", self.log_every, ">= 1")
+
+
+class TrainState:
+    """The step counter, saved and restored with Accelerate's checkpoints."""
+
+    def __init__(self):
+        self.step = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"step": self.step}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.step = int(state["step"])
+
+
+def step_generator(seed: int, step: int, micro: int, process: int) -> torch.Generator:
+    """All randomness of one micro-batch comes from (seed, step, micro, process), so resume is exact."""
+    mixed = seed * 0x9E3779B1 + step * 0x85EBCA77 + micro * 0xC2B2AE3D + process * 0x27D4EB2F
+    return torch.Generator().manual_seed(mixed % (1 << 63))
+
+
+def find_checkpoint(work_dir: Path, which: str) -> Path:
+    """'latest' -> the highest `checkpoint-N` under `work_dir/checkpoints`; otherwise a path."""
+    if which != "latest":
+        path = Path(which)
+        if not path.is_dir():
+            raise ConfigError(f"'resume_from_checkpoint' is '{which}', which is not a checkpoint directory")
+        return path
+    found = sorted(
+        (int(m.group(1)), p)
+        for p in (work_dir / CHECKPOINT_DIR).glob("checkpoint-*")
+        if (m := re.fullmatch(r"checkpoint-(\d+)", p.name))
+    )
+    if not found:
+        raise ConfigError(
+            f"'resume_from_checkpoint' is 'latest' but no checkpoint exists under {work_dir / CHECKPOINT_DIR}; "
+            f"drop --resume-from-checkpoint to start afresh"
+        )
+    return found[-1][1]
+
+
+class EraseTrainer:
+    """Train `method` on `task` with Accelerate.
+
+    Args:
+        unet: the model to train (its weights are changed in place).
+        method: supplies trainable parameters, an optional mask and `compute_loss`.
+        task: supplies data and conditioning (see `erase.tasks`).
+        config: optimisation settings.
+        work_dir: where checkpoints and `logs.jsonl` go.
+        callbacks: `fn(trainer, step, logs)` run after each optimizer step on the main process.
+    """
+
+    def __init__(self, unet, method, task, config: TrainConfig, work_dir: str | Path,
+                 callbacks: Sequence[Callable[[EraseTrainer, int, dict[str, Any]], None]] = (),
+                 accelerator: Accelerator | None = None):
+        self.method, self.task, self.config = method, task, config
+        self.work_dir = Path(work_dir)
+        self.callbacks = list(callbacks)
+        self.accelerator = accelerator or Accelerator(
+            mixed_precision=config.mixed_precision, log_with=config.report_to, project_dir=str(self.work_dir)
+        )
+        self.state = TrainState()
+        self.unet = unet
+        self.ema = None
+
+    def _masked_parameters(self) -> dict[str, tuple[torch.nn.Parameter, torch.Tensor | None]]:
+        """Trainable parameters with their masks; weights with an empty mask are frozen outright."""
+        params = self.method.trainable_parameters(self.unet)
+        masks = self.method.mask.masks if self.method.mask is not None else {}
+        out = {}
+        for name, p in params.items():
+            m = masks.get(name) if masks else None
+            if masks and (m is None or not m.any()):
+                continue
+            out[name] = (p, None if m is None or m.all() else m.to(p.device))
+        for p in self.unet.parameters():
+            p.requires_grad_(False)
+        for p, m in out.values():
+            p.requires_grad_(True)
+            if m is not None:
+                # Zero gradients outside the mask before they are accumulated or all-reduced.
+                p.register_hook(lambda g, m=m: torch.where(m, g, torch.zeros((), dtype=g.dtype, device=g.device)))
+        return out
+
+    def _apply_weight_decay(self, masked, lr: float) -> None:
+        """Decoupled weight decay inside the mask only, so frozen weights stay bit-identical."""
+        if not self.config.weight_decay:
+            return
+        with torch.no_grad():
+            for p, m in masked.values():
+                p.addcmul_(p, m if m is not None else torch.ones((), device=p.device), value=-lr * self.config.weight_decay)
+
+    def _save_checkpoint(self) -> None:
+        root = self.work_dir / CHECKPOINT_DIR
+        final = root / f"checkpoint-{self.state.step}"
+        tmp = root / f".checkpoint-{self.state.step}.tmp"
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        self.accelerator.save_state(str(tmp))
+        if self.accelerator.is_main_process:
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+            limit = self.config.checkpoints_total_limit
+            existing = sorted(root.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+            for old in existing[: max(0, len(existing) - limit)] if limit else []:
+                shutil.rmtree(old)
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.accelerator.is_main_process:
+            with open(self.work_dir / LOG_FILE, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        if self.config.report_to:
+            self.accelerator.log(record, step=record["step"])
+
+    def train(self) -> dict[str, Any]:
+        """Run to `max_steps` (resuming if asked) and return the last logged losses."""
+        cfg, acc = self.config, self.accelerator
+        set_seed(cfg.seed)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        masked = self._masked_parameters()
+        optimizer = torch.optim.AdamW([p for p, _ in masked.values()], lr=cfg.learning_rate, weight_decay=0.0)
+        lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.lr_warmup_steps,
+                                     num_training_steps=cfg.max_steps)
+        unet, optimizer, lr_scheduler = acc.prepare(self.unet, optimizer, lr_scheduler)
+        if cfg.ema_decay:
+            from diffusers.training_utils import EMAModel
+
+            self.ema = EMAModel([p for p, _ in masked.values()], decay=cfg.ema_decay)
+            acc.register_for_checkpointing(self.ema)
+        acc.register_for_checkpointing(self.state)
+        if cfg.report_to:
+            acc.init_trackers("erasekit", config=dict(vars(cfg)))
+        if cfg.resume_from_checkpoint:
+            acc.load_state(str(find_checkpoint(self.work_dir, cfg.resume_from_checkpoint)))
+
+        last: dict[str, Any] = {}
+        bar = tqdm(total=cfg.max_steps, initial=self.state.step, disable=not acc.is_local_main_process,
+                   desc="erase", dynamic_ncols=True)
+        unet.train()
+        while self.state.step < cfg.max_steps:
+            logs = self._optimizer_step(unet, optimizer, lr_scheduler, masked)
+            self.state.step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{logs['loss']:.4f}")
+            if self.ema is not None:
+                self.ema.step([p for p, _ in masked.values()])
+            last = {"step": self.state.step, "lr": lr_scheduler.get_last_lr()[0], **logs}
+            if self.state.step % cfg.log_every == 0 or self.state.step == cfg.max_steps:
+                self._log(last)
+            if cfg.checkpointing_steps and self.state.step % cfg.checkpointing_steps == 0:
+                self._save_checkpoint()
+            for callback in self.callbacks:
+                callback(self, self.state.step, last)
+        bar.close()
+        unet.eval()
+        acc.wait_for_everyone()
+        if cfg.report_to:
+            acc.end_training()
+        self.unet = acc.unwrap_model(unet)
+        return last
+
+    def _optimizer_step(self, unet, optimizer, lr_scheduler, masked) -> dict[str, Any]:
+        cfg, acc = self.config, self.accelerator
+        totals: dict[str, float] = {}
+        accum = cfg.gradient_accumulation_steps
+        for micro in range(accum):
+            generator = step_generator(cfg.seed, self.state.step, micro, acc.process_index)
+            sync = acc.no_sync(unet) if micro < accum - 1 else nullcontext()
+            with sync, acc.autocast():
+                loss, logs = self.method.compute_loss(unet, self.task, generator, acc.device)
+                if not math.isfinite(loss.item()):
+                    raise FloatingPointError(f"loss became {loss.item()} at step {self.state.step}; lower learning_rate")
+                acc.backward(loss / accum)
+            for k, v in logs.items():
+                totals[k] = totals.get(k, 0.0) + v / accum
+        if cfg.max_grad_norm:
+            acc.clip_grad_norm_([p for p, _ in masked.values()], cfg.max_grad_norm)
+        optimizer.step()
+        self._apply_weight_decay(masked, lr_scheduler.get_last_lr()[0])
+        lr_scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        return totals

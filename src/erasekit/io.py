@@ -1,0 +1,104 @@
+"""Atomic writes: every output goes to a temporary path first and is renamed into place."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import torch
+
+from .errors import OutputExistsError
+
+
+def check_output_free(path: str | os.PathLike, overwrite: bool, what: str = "output") -> Path:
+    """Raise `OutputExistsError` when `path` exists and `overwrite` is False."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(
+            f"{what} '{path}' already exists; pass --overwrite (overwrite=True) to replace it, "
+            f"or choose another path"
+        )
+    return path
+
+
+def staging_dir(final: str | os.PathLike) -> Path:
+    """The sibling directory where `final` is built before it is renamed into place."""
+    final = Path(final)
+    return final.parent / f".{final.name}.erasekit-partial"
+
+
+def commit_dir(staging: str | os.PathLike, final: str | os.PathLike, overwrite: bool) -> Path:
+    """Rename a finished staging directory to `final`, replacing an old one only if `overwrite`."""
+    staging, final = Path(staging), Path(final)
+    check_output_free(final, overwrite)
+    trash = None
+    if final.exists():
+        trash = final.parent / f".{final.name}.erasekit-old"
+        if trash.exists():
+            shutil.rmtree(trash)
+        os.replace(final, trash)
+    os.replace(staging, final)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
+    return final
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a fresh temporary directory that becomes `final` only if the block succeeds."""
+    final = Path(final)
+    check_output_free(final, overwrite)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    tmp.chmod(0o755)  # mkdtemp makes 0700; outputs are ordinary directories
+    try:
+        yield tmp
+        commit_dir(tmp, final, overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_file(final: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary file path in the same directory; it replaces `final` on success."""
+    final = Path(final)
+    check_output_free(final, overwrite)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are ordinary files
+    try:
+        yield Path(tmp)
+        os.replace(tmp, final)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | os.PathLike, data: Mapping, overwrite: bool = True) -> Path:
+    with atomic_file(path, overwrite) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike, text: str, overwrite: bool = True) -> Path:
+    with atomic_file(path, overwrite) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def fingerprint_state_dict(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over names, dtypes, shapes and raw bytes of a state dict, in sorted name order."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()[:16]

@@ -1,0 +1,101 @@
+"""Load pipelines from bundled names, local diffusers directories and Hub ids."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.utils import logging as diffusers_logging
+
+from ..errors import ModelLoadError
+from .pipeline_class_conditional import ClassConditionalPipeline
+
+BUNDLED_PREFIX = "bundled:"
+BUNDLED_DIR = Path(__file__).parent / "bundled"
+BUNDLED_MODELS = {
+    "digits-cfg": "class-conditional UNet on scikit-learn digits, 16x16, with a CFG null label",
+    "digits-classifier": "small CNN judge for the digits, used by the evaluator",
+}
+_HUB_ID = re.compile(r"^[\w][\w.-]*/[\w][\w.-]*$")
+_PIPELINE_CLASSES: dict[str, type[DiffusionPipeline]] = {"ClassConditionalPipeline": ClassConditionalPipeline}
+
+
+def bundled_path(name: str) -> Path:
+    """Local directory of a bundled model, e.g. `bundled_path("digits-cfg")`."""
+    name = name.removeprefix(BUNDLED_PREFIX)
+    if name not in BUNDLED_MODELS:
+        raise ModelLoadError(f"unknown bundled model '{name}'; available: {', '.join(sorted(BUNDLED_MODELS))}")
+    path = BUNDLED_DIR / name
+    if not path.is_dir() or not any(path.iterdir()):
+        raise ModelLoadError(
+            f"bundled model '{name}' is missing from {path}; rebuild it with `erasekit train-base digits`"
+        )
+    return path
+
+
+def resolve_model_path(path_or_id: str | os.PathLike) -> str:
+    """Map `bundled:NAME` to its directory; leave local paths and Hub ids as they are."""
+    text = str(path_or_id)
+    if text.startswith(BUNDLED_PREFIX):
+        return str(bundled_path(text))
+    return text
+
+
+def _pipeline_class_name(path_or_id: str, revision: str | None) -> str:
+    if os.path.isdir(path_or_id):
+        index = Path(path_or_id) / "model_index.json"
+        if not index.is_file():
+            raise ModelLoadError(
+                f"'{path_or_id}' is not a diffusers pipeline directory (no model_index.json); "
+                f"pass a directory written by save_pretrained or by `erasekit erase`"
+            )
+        return json.loads(index.read_text())["_class_name"]
+    if os.path.exists(path_or_id):
+        raise ModelLoadError(f"'{path_or_id}' is a file; pass a diffusers pipeline directory or a Hub id")
+    if not _HUB_ID.match(path_or_id):
+        raise ModelLoadError(f"model path '{path_or_id}' does not exist; check the path")
+    from huggingface_hub import hf_hub_download
+
+    try:
+        index = hf_hub_download(path_or_id, "model_index.json", revision=revision)
+    except Exception as exc:  # network, auth and missing-repo errors all end here
+        raise ModelLoadError(
+            f"model '{path_or_id}' is not a local directory and could not be fetched from the Hugging Face Hub "
+            f"({type(exc).__name__}); check the path, or download the model and pass its directory"
+        ) from None
+    return json.loads(Path(index).read_text())["_class_name"]
+
+
+def load_pipeline(
+    path_or_id: str | os.PathLike,
+    torch_dtype: torch.dtype | None = None,
+    revision: str | None = None,
+    variant: str | None = None,
+    **kwargs: Any,
+) -> DiffusionPipeline:
+    """Load the right pipeline for a bundled name (`bundled:digits-cfg`), a local directory or a Hub id.
+
+    Args:
+        path_or_id: `bundled:NAME`, a directory written by `save_pretrained`, or an `org/name` Hub id.
+        torch_dtype: dtype of the loaded weights.
+        revision: Hub revision.
+        variant: weights variant, e.g. "fp16".
+    """
+    path = resolve_model_path(path_or_id)
+    class_name = _pipeline_class_name(path, revision)
+    pipeline_cls = _PIPELINE_CLASSES.get(class_name, DiffusionPipeline)
+    options = {k: v for k, v in dict(torch_dtype=torch_dtype, revision=revision, variant=variant).items() if v}
+    diffusers_logging.disable_progress_bar()  # keep stderr for errors; loading a pipeline is quick
+    try:
+        pipe = pipeline_cls.from_pretrained(path, **options, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"could not load pipeline from '{path_or_id}': {exc}") from None
+    finally:
+        diffusers_logging.enable_progress_bar()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

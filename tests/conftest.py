@@ -1,0 +1,31 @@
+import pytest
+import torch
+
+from erasekit.erase.tasks import ClassConditionalTask
+from erasekit.pipelines.tiny import tiny_class_conditional_pipeline
+
+
+@pytest.fixture
+def tiny_pipe():
+    return tiny_class_conditional_pipeline(num_classes=4, sample_size=8)
+
+
+@pytest.fixture
+def tiny_task(tiny_pipe):
+    from diffusers import DDPMScheduler
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(40, 1, 8, 8, generator=g) * 2 - 1
+    labels = torch.arange(40) % 4
+    scheduler = DDPMScheduler.from_config(tiny_pipe.scheduler.config)
+    return ClassConditionalTask.for_unet(tiny_pipe.unet, scheduler, images, labels, forget=[1])
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerator_state():
+    """Accelerate keeps a process-wide singleton; each test builds its own Accelerator."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)

@@ -1,0 +1,75 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from erasekit.cli import main
+
+CONFIG = Path(__file__).parents[1] / "configs" / "digits.yaml"
+
+
+def _snapshot(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def _run_bad(argv, tmp_path, capsys):
+    before = _snapshot(tmp_path)
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("erasekit ") and "Traceback" not in err[0]
+    assert _snapshot(tmp_path) == before, "a failed command must leave nothing written"
+    return err[0]
+
+
+@pytest.mark.parametrize(
+    "flags, fragment",
+    [
+        (["--ratoi", "0.3"], "unknown config key 'ratoi'"),
+        (["--max-steps", "many"], "'max_steps' must be a int"),
+        (["--learning-rate", "fast"], "'learning_rate' must be a float"),
+        (["--ratio", "1.5"], "'ratio' is 1.5 but must be in (0, 1]"),
+        (["--ratio", "0"], "'ratio' is 0.0 but must be in (0, 1]"),
+        (["--forget", "12"], "unknown class label 12"),
+        (["--pretrained-model-name-or-path", "/nonexistent/model"], "does not exist"),
+        (["--scope", "xattn"], "matches no parameter"),
+        (["--mask-path", "/nonexistent/mask.safetensors"], "mask file"),
+    ],
+)
+def test_bad_erase_input_is_one_line_exit_2_and_writes_nothing(flags, fragment, tmp_path, capsys):
+    out = tmp_path / "erased"
+    line = _run_bad(["erase", "--config", str(CONFIG), "--output-dir", str(out), *flags], tmp_path, capsys)
+    assert fragment in line
+    assert not out.exists()
+
+
+def test_existing_output_dir_is_refused_and_kept(tmp_path, capsys):
+    out = tmp_path / "erased"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    line = _run_bad(["erase", "--config", str(CONFIG), "--output-dir", str(out)], tmp_path, capsys)
+    assert "already exists" in line and "--overwrite" in line
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_eval_needs_a_model_and_names_missing_paths(tmp_path, capsys):
+    assert "'model' is missing" in _run_bad(["eval"], tmp_path, capsys)
+    line = _run_bad(["eval", "--model", str(tmp_path / "nope"), "--output", str(tmp_path / "r")], tmp_path, capsys)
+    assert "does not exist" in line
+
+
+def test_unknown_base_recipe(tmp_path, capsys):
+    assert "unknown base recipe" in _run_bad(["train-base", "cifar"], tmp_path, capsys)
+
+
+def test_real_process_prints_no_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "erasekit.cli", "erase", "--config", str(CONFIG), "--output-dir",
+         str(tmp_path / "o"), "--ratio", "2"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "erasekit erase: error: 'ratio' is 2.0 but must be in (0, 1]; fix 'ratio' in the config or flags"
+    ]

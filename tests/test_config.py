@@ -1,0 +1,66 @@
+import pytest
+
+from erasekit.config import build_configs, parse_cli_overrides
+from erasekit.erase.api import EraseConfig, resolve_configs
+from erasekit.erase.methods import SalUnConfig
+from erasekit.errors import ConfigError
+
+
+def test_cli_overrides_are_typed_by_field():
+    values = parse_cli_overrides(["--ratio", "0.3", "--forget", "3,4", "--overwrite", "--scope=attn"])
+    run, method, _ = resolve_configs({"output_dir": "x"}, values, frozenset(values))
+    assert method.ratio == 0.3 and method.scope == "attn"
+    assert run.forget == [3, 4] and run.overwrite is True
+
+
+def test_flags_override_yaml(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("output_dir: a\nratio: 0.5\nlearning_rate: 1e-4\n")
+    run, method, _ = resolve_configs(path, {"ratio": "0.2"}, frozenset({"ratio"}))
+    assert method.ratio == 0.2 and run.learning_rate == 1e-4 and run.output_dir == "a"
+
+
+@pytest.mark.parametrize(
+    "values, fragment",
+    [
+        ({"output_dir": "x", "ratoi": 0.3}, "unknown config key 'ratoi'; did you mean 'ratio'"),
+        ({"output_dir": "x", "max_steps": "many"}, "'max_steps' must be a int"),
+        ({"output_dir": "x", "max_steps": 1.5}, "'max_steps' must be a int"),
+        ({"output_dir": "x", "ratio": 0.0}, "'ratio' is 0.0 but must be in (0, 1]"),
+        ({"output_dir": "x", "ratio": 1.5}, "'ratio' is 1.5 but must be in (0, 1]"),
+        ({"output_dir": "x", "mixed_precision": "fp8"}, "'mixed_precision' is 'fp8'"),
+        ({"output_dir": "x", "method": "nope"}, "registered methods"),
+        ({}, "'output_dir' is None"),
+    ],
+)
+def test_bad_values_are_rejected_with_the_field_named(values, fragment):
+    with pytest.raises(ConfigError) as info:
+        resolve_configs(values, {})
+    assert fragment in str(info.value)
+
+
+def test_salun_config_rejects_bad_saliency_fields():
+    with pytest.raises(ConfigError, match="saliency_passes"):
+        SalUnConfig(saliency_passes=0)
+    with pytest.raises(ConfigError, match="alpha"):
+        SalUnConfig(alpha=-1.0)
+
+
+def test_yaml_that_is_not_a_mapping_is_rejected(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        resolve_configs(path, {})
+    path.write_text("a: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        resolve_configs(path, {})
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        resolve_configs(tmp_path / "none.yaml", {})
+
+
+def test_build_configs_splits_keys_between_dataclasses():
+    built = build_configs({"run": EraseConfig, "method": SalUnConfig}, {"output_dir": "o", "ratio": 0.1}, "t")
+    assert built["run"].output_dir == "o" and built["method"].ratio == 0.1
