@@ -8,16 +8,16 @@ from erasekit.errors import ConfigError
 
 def test_cli_overrides_are_typed_by_field():
     values = parse_cli_overrides(["--ratio", "0.3", "--forget", "3,4", "--overwrite", "--scope=attn"])
-    run, method, _ = resolve_configs({"output_dir": "x"}, values, frozenset(values))
-    assert method.ratio == 0.3 and method.scope == "attn"
-    assert run.forget == [3, 4] and run.overwrite is True
+    cfg = resolve_configs({"output_dir": "x"}, values, frozenset(values))
+    assert cfg.method.ratio == 0.3 and cfg.method.scope == "attn"
+    assert cfg.run.forget == [3, 4] and cfg.run.overwrite is True
 
 
 def test_flags_override_yaml(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("output_dir: a\nratio: 0.5\nlearning_rate: 1e-4\n")
-    run, method, _ = resolve_configs(path, {"ratio": "0.2"}, frozenset({"ratio"}))
-    assert method.ratio == 0.2 and run.learning_rate == 1e-4 and run.output_dir == "a"
+    cfg = resolve_configs(path, {"ratio": "0.2"}, frozenset({"ratio"}))
+    assert cfg.method.ratio == 0.2 and cfg.run.learning_rate == 1e-4 and cfg.run.output_dir == "a"
 
 
 @pytest.mark.parametrize(

@@ -52,8 +52,7 @@ def cmd_erase(args, rest) -> int:
     from .erase.api import resolve_configs, run_erase
 
     values, raw = _overrides(rest)
-    run, method, evaluation = resolve_configs(args.config, values, raw)
-    result = run_erase(run, method, evaluation)
+    result = run_erase(resolve_configs(args.config, values, raw))
     print(f"erased model written to {result.output_dir}")
     return 0
 
@@ -64,10 +63,11 @@ def cmd_demo(args, rest) -> int:
     values, raw = _overrides(rest)
     values = {"output_dir": DEMO_OUTPUT, "overwrite": True, "forget": [0], **values}
     started = time.time()
-    run, method, evaluation = resolve_configs(None, values, raw)
+    configs = resolve_configs(None, values, raw)
+    run = configs.run
     print(f"erasing digit(s) {run.forget} from {run.pretrained_model_name_or_path} with {run.method} "
-          f"(ratio {getattr(method, 'ratio', 1.0)}, {run.max_steps} steps)")
-    result = run_erase(run, method, evaluation)
+          f"(ratio {getattr(configs.method, 'ratio', 1.0)}, {run.max_steps} steps)")
+    result = run_erase(configs)
     print(f"\ndemo finished in {time.time() - started:.0f} s; outputs in {result.output_dir}/ "
           f"(report: {result.report_path})")
     return 0
@@ -129,6 +129,26 @@ def cmd_train_base(args, rest) -> int:
     return 0
 
 
+def cmd_apply(args, rest) -> int:
+    from .pipelines.delta import apply_delta_to_pipeline
+
+    if rest:
+        raise ConfigError(f"unexpected arguments {' '.join(rest)}; usage: erasekit apply BASE DELTA OUT [--overwrite]")
+    out = apply_delta_to_pipeline(args.base, args.delta, args.out, overwrite=args.overwrite)
+    print(f"erased pipeline rebuilt in {out}")
+    return 0
+
+
+def cmd_push(args, rest) -> int:
+    from .pipelines.hub import push_to_hub
+
+    if rest:
+        raise ConfigError(f"unexpected arguments {' '.join(rest)}; usage: erasekit push OUT --repo-id ORG/NAME")
+    url = push_to_hub(args.out, args.repo_id, private=args.private)
+    print(f"pushed {args.out} to {url}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="erasekit", description="Erase concepts from diffusion models, measure it, ship it.",
@@ -144,6 +164,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
     p = sub.add_parser("grid", help="draw a sample grid: --model DIR [--baseline BASE] --output grid.png")
     p.set_defaults(func=cmd_grid)
+    p = sub.add_parser("apply", help="rebuild an erased model from its base and erasure_delta.safetensors")
+    p.add_argument("base", help="base model (directory, Hub id, bundled:NAME)")
+    p.add_argument("delta", help="erasure_delta.safetensors")
+    p.add_argument("out", help="output directory")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.set_defaults(func=cmd_apply)
+    p = sub.add_parser("push", help="upload an erased model directory to the Hugging Face Hub")
+    p.add_argument("out", help="output directory of `erasekit erase`")
+    p.add_argument("--repo-id", required=True, help="ORG/NAME")
+    p.add_argument("--private", action="store_true", help="create the repo as private")
+    p.set_defaults(func=cmd_push)
     p = sub.add_parser("train-base", help="train the bundled base models: train-base digits")
     p.add_argument("name", help="recipe name (digits)")
     p.set_defaults(func=cmd_train_base)

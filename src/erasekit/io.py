@@ -73,9 +73,9 @@ def atomic_file(final: str | os.PathLike, overwrite: bool = True) -> Iterator[Pa
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are ordinary files
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are ordinary files
         os.replace(tmp, final)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -8,6 +8,7 @@ import torch
 import erasekit
 from erasekit.erase.masks import load_mask
 from erasekit.pipelines import ClassConditionalPipeline
+from erasekit.pipelines.delta import apply_delta_to_pipeline
 
 CONFIG = Path(__file__).parents[2] / "configs" / "digits.yaml"
 
@@ -25,7 +26,7 @@ def test_erasing_digit_3_forgets_it_and_keeps_the_rest(tmp_path):
     pipe = erasekit.load_pipeline(out)
     assert isinstance(pipe, ClassConditionalPipeline)
     record = json.loads((out / "erasure.json").read_text())
-    assert record["concept"] == {"forget_classes": [3]} and record["method"] == "salun"
+    assert record["concept"]["forget_classes"] == [3] and record["method"] == "salun"
     assert record["seed"] == 0 and record["config"]["method"]["ratio"] == 0.5
     assert record["metrics"]["after"]["UA"] == after["UA"]
     report = json.loads((out / "report" / "report.json").read_text())
@@ -42,3 +43,10 @@ def test_erasing_digit_3_forgets_it_and_keeps_the_rest(tmp_path):
         m = mask.masks[name]
         assert torch.equal(param[~m], base[name][~m]), name
     assert abs(mask.fraction - 0.5) < 1e-6
+
+    # The delta rebuilds the erased UNet from the base, bit for bit; the card is there.
+    apply_delta_to_pipeline("bundled:digits-cfg", out / "erasure_delta.safetensors", tmp_path / "applied")
+    rebuilt = erasekit.load_pipeline(tmp_path / "applied").unet.state_dict()
+    assert all(torch.equal(rebuilt[n], t) for n, t in pipe.unet.state_dict().items())
+    card = (out / "README.md").read_text()
+    assert "- erasekit" in card and "- concept-erasure" in card and "classes [3]" in card

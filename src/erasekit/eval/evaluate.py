@@ -28,14 +28,22 @@ class EvalReport:
         return format_summary(self.before, self.after)
 
 
-def _load_class_pipeline(model):
+def load_any_pipeline(model, **options):
+    """A pipeline object as it is, or loaded from a name, with its progress bar off."""
     from ..pipelines.loading import load_pipeline
+
+    pipe = load_pipeline(model, **{k: v for k, v in options.items() if v}) \
+        if isinstance(model, (str, os.PathLike)) else model
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _load_class_pipeline(model):
     from ..pipelines.pipeline_class_conditional import ClassConditionalPipeline
 
-    pipe = load_pipeline(model) if isinstance(model, (str, os.PathLike)) else model
+    pipe = load_any_pipeline(model)
     if not isinstance(pipe, ClassConditionalPipeline):
         raise ConfigError(f"model '{model}' is a {type(pipe).__name__}; this evaluator needs a class-conditional model")
-    pipe.set_progress_bar_config(disable=True)
     return pipe
 
 

@@ -58,7 +58,8 @@ def accuracy_chart(path: Path, before: Sequence[float] | None, after: Sequence[f
     ax.bar([c + width / 2 for c in classes], after, width, label="erased", color="#fc8d62")
     for c in forget:
         ax.axvspan(c - 0.5, c + 0.5, color="#e41a1c", alpha=0.08)
-        ax.text(c, 1.02, "forget", ha="center", fontsize=8, color="#e41a1c")
+        ax.text(c, 1.03, "forget", ha="center", fontsize=8, color="#e41a1c")
+        ax.text(c + width / 2, after[c] + 0.02, f"{after[c]:.2f}", ha="center", fontsize=7)
     ax.set_xticks(classes)
     ax.set_ylim(0, 1.1)
     ax.set_xlabel("class")

@@ -56,7 +56,8 @@ def _pipeline_class_name(path_or_id: str, revision: str | None) -> str:
             )
         return json.loads(index.read_text())["_class_name"]
     if os.path.exists(path_or_id):
-        raise ModelLoadError(f"'{path_or_id}' is a file; pass a diffusers pipeline directory or a Hub id")
+        raise ModelLoadError(f"'{path_or_id}' is a file but not a .safetensors or .ckpt checkpoint; pass a "
+                             f"checkpoint, a diffusers pipeline directory or a Hub id")
     if not _HUB_ID.match(path_or_id):
         raise ModelLoadError(f"model path '{path_or_id}' does not exist; check the path")
     from huggingface_hub import hf_hub_download
@@ -71,6 +72,37 @@ def _pipeline_class_name(path_or_id: str, revision: str | None) -> str:
     return json.loads(Path(index).read_text())["_class_name"]
 
 
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+
+
+def _is_sdxl_checkpoint(path: str) -> bool:
+    """SDXL checkpoints carry a second text encoder under `conditioner.embedders.1`."""
+    if not path.endswith(".safetensors"):
+        return False
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as f:
+        return any(key.startswith("conditioner.embedders.1") for key in f.keys())
+
+
+def _load_single_file(path: str, torch_dtype=None, **kwargs: Any) -> DiffusionPipeline:
+    """An original-format SD 1.x/2.x or SDXL checkpoint, through diffusers' `from_single_file`."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    try:
+        cls = StableDiffusionXLPipeline if _is_sdxl_checkpoint(path) else StableDiffusionPipeline
+        options = {"torch_dtype": torch_dtype} if torch_dtype else {}
+        pipe = cls.from_single_file(path, **options, **kwargs)
+    except Exception as exc:  # diffusers raises many types here, including network errors for configs
+        raise ModelLoadError(
+            f"could not load the single-file checkpoint '{path}' ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:160]}); offline, pass config=<a local diffusers directory of the same "
+            f"architecture>"
+        ) from None
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def load_pipeline(
     path_or_id: str | os.PathLike,
     torch_dtype: torch.dtype | None = None,
@@ -78,15 +110,18 @@ def load_pipeline(
     variant: str | None = None,
     **kwargs: Any,
 ) -> DiffusionPipeline:
-    """Load the right pipeline for a bundled name (`bundled:digits-cfg`), a local directory or a Hub id.
+    """Load the right pipeline for a bundled name, a local directory, a Hub id or a single checkpoint file.
 
     Args:
-        path_or_id: `bundled:NAME`, a directory written by `save_pretrained`, or an `org/name` Hub id.
+        path_or_id: `bundled:NAME`, a directory written by `save_pretrained`, an `org/name` Hub id, or an
+            original-format `.safetensors`/`.ckpt` file (SD 1.x/2.x/XL, through `from_single_file`).
         torch_dtype: dtype of the loaded weights.
         revision: Hub revision.
         variant: weights variant, e.g. "fp16".
     """
     path = resolve_model_path(path_or_id)
+    if os.path.isfile(path) and path.endswith(SINGLE_FILE_SUFFIXES):
+        return _load_single_file(path, torch_dtype=torch_dtype, **kwargs)
     class_name = _pipeline_class_name(path, revision)
     pipeline_cls = _PIPELINE_CLASSES.get(class_name, DiffusionPipeline)
     options = {k: v for k, v in dict(torch_dtype=torch_dtype, revision=revision, variant=variant).items() if v}

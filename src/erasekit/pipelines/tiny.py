@@ -27,3 +27,77 @@ def tiny_class_conditional_pipeline(
     )
     train = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type=prediction_type)
     return ClassConditionalPipeline(unet=unet.eval(), scheduler=DDIMScheduler.from_config(train.config))
+
+
+def _tiny_text_encoder(hidden: int, projection: int | None, seed: int):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    config = CLIPTextConfig(
+        bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, vocab_size=49408, hidden_size=hidden,
+        intermediate_size=2 * hidden, num_attention_heads=2, num_hidden_layers=2, max_position_embeddings=77,
+        projection_dim=projection or hidden, hidden_act="gelu",
+    )
+    model = CLIPTextModelWithProjection(config) if projection else CLIPTextModel(config)
+    return model.eval()
+
+
+def _tiny_vae(seed: int, sample_size: int, in_channels: int = 3):
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        block_out_channels=(8, 16), in_channels=in_channels, out_channels=in_channels,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), latent_channels=4, norm_num_groups=4,
+        sample_size=sample_size,
+    ).eval()
+
+
+def tiny_sd_pipeline(prediction_type: str = "epsilon", sample_size: int = 32, seed: int = 0):
+    """A Stable Diffusion 1.x (epsilon) or 2.x-style (v_prediction) pipeline of tiny parts.
+
+    The tokenizer is the real CLIP tokenizer built offline; everything else is random.
+    """
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+
+    from .tokenizer import build_clip_tokenizer
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16), layers_per_block=1, sample_size=sample_size // 2, in_channels=4,
+        out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=16, norm_num_groups=4,
+        attention_head_dim=4,
+    ).eval()
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              clip_sample=False, set_alpha_to_one=False, prediction_type=prediction_type)
+    return StableDiffusionPipeline(
+        unet=unet, scheduler=scheduler, vae=_tiny_vae(seed, sample_size), text_encoder=_tiny_text_encoder(16, None, seed),
+        tokenizer=build_clip_tokenizer(), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def tiny_sdxl_pipeline(sample_size: int = 32, seed: int = 0):
+    """An SDXL pipeline of tiny parts: two text encoders, added time/text conditioning."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+
+    from .tokenizer import build_clip_tokenizer
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16), layers_per_block=1, sample_size=sample_size // 2, in_channels=4,
+        out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4), use_linear_projection=True,
+        addition_embed_type="text_time", addition_time_embed_dim=8, transformer_layers_per_block=(1, 1),
+        projection_class_embeddings_input_dim=8 * 6 + 16, cross_attention_dim=32, norm_num_groups=4,
+    ).eval()
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       timestep_spacing="leading", steps_offset=1)
+    tokenizer = build_clip_tokenizer()
+    return StableDiffusionXLPipeline(
+        unet=unet, scheduler=scheduler, vae=_tiny_vae(seed, sample_size),
+        text_encoder=_tiny_text_encoder(16, None, seed), text_encoder_2=_tiny_text_encoder(16, 16, seed + 1),
+        tokenizer=tokenizer, tokenizer_2=tokenizer, force_zeros_for_empty_prompt=True,
+    )

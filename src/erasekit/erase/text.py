@@ -1,0 +1,167 @@
+"""The text-to-image concept: prompts, anchors, retain data, and the task built from them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..config import check
+from ..errors import ConfigError
+from ..eval.generate import GenerationRecord, generate_to_folder
+from .tasks import TextToImageTask
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+@dataclass
+class TextConceptConfig:
+    """What a text-to-image model must forget, what it is remapped to, and what it must keep."""
+
+    forget_prompts: list[str] = field(default_factory=list, metadata={"help": "prompts of the concept(s)"})
+    anchor_prompts: list[str] = field(default_factory=list, metadata={"help": "prompts the concept is remapped to"})
+    retain_prompts: list[str] = field(default_factory=list, metadata={"help": "prompts to keep; anchors if empty"})
+    forget_images: str | None = field(default=None, metadata={"help": "folder of forget images; generated if null"})
+    retain_images: str | None = field(default=None, metadata={"help": "folder of retain images; generated if null"})
+    num_images_per_prompt: int = field(default=8, metadata={"help": "images generated per prompt"})
+    generation_steps: int = field(default=30, metadata={"help": "sampler steps when generating data"})
+    generation_guidance: float = field(default=7.5, metadata={"help": "CFG scale when generating data"})
+    generation_batch_size: int = field(default=8, metadata={"help": "images per call when generating data"})
+    resolution: int | None = field(default=None, metadata={"help": "training resolution; the model's default if null"})
+    data_cache_dir: str | None = field(default=None, metadata={"help": "where generated data is cached"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for UNet memory"})
+
+    def __post_init__(self):
+        check(self.num_images_per_prompt >= 1, "num_images_per_prompt", self.num_images_per_prompt, ">= 1")
+        check(self.generation_steps >= 1, "generation_steps", self.generation_steps, ">= 1")
+        check(self.generation_batch_size >= 1, "generation_batch_size", self.generation_batch_size, ">= 1")
+        check(self.resolution is None or self.resolution % 8 == 0, "resolution", self.resolution, "a multiple of 8")
+        for name in ("forget_images", "retain_images"):
+            value = getattr(self, name)
+            if value is not None and not Path(value).is_dir():
+                raise ConfigError(f"'{name}' is '{value}', which is not a directory; give a folder of images")
+
+    def require_prompts(self) -> None:
+        if not self.forget_prompts:
+            raise ConfigError("'forget_prompts' is empty; a text-to-image model needs the prompt(s) to forget")
+        if not self.anchor_prompts:
+            raise ConfigError("'anchor_prompts' is empty; give the prompt(s) the concept is remapped to, "
+                              "e.g. 'a photo of a person wearing clothes'")
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("ERASEKIT_CACHE", Path.home() / ".cache" / "erasekit"))
+
+
+def _cache_dir(concept: TextConceptConfig, base_fingerprint: str, side: str, prompts, seed: int) -> Path:
+    if concept.data_cache_dir:
+        return Path(concept.data_cache_dir) / side
+    key = json.dumps([base_fingerprint, prompts, seed, concept.num_images_per_prompt, concept.generation_steps,
+                      concept.generation_guidance, concept.resolution])
+    return cache_root() / "data" / hashlib.sha256(key.encode()).hexdigest()[:16] / side
+
+
+def folder_images(folder: str | os.PathLike, default_prompt: str | None) -> list[tuple[Path, str]]:
+    """Images of a folder with their captions: `metadata.jsonl` ({"file_name", "text"}), else one prompt."""
+    folder = Path(folder)
+    meta = folder / "metadata.jsonl"
+    if meta.is_file():
+        pairs = []
+        for line in meta.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                pairs.append((folder / row["file_name"], row["text"]))
+    else:
+        if default_prompt is None:
+            raise ConfigError(f"'{folder}' has no metadata.jsonl; add captions or give exactly one prompt for it")
+        pairs = [(p, default_prompt) for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+    missing = [str(p) for p, _ in pairs if not p.is_file()]
+    if missing or not pairs:
+        raise ConfigError(f"'{folder}': " + (f"missing image {missing[0]}" if missing else "no images found"))
+    return pairs
+
+
+def generated_images(pipe, prompts, folder: Path, concept: TextConceptConfig, seed: int, resolution: int):
+    records = [
+        GenerationRecord(prompt=p, seed=seed + j * concept.num_images_per_prompt + i,
+                         guidance=concept.generation_guidance, steps=concept.generation_steps,
+                         path=f"{j:04d}/{i:05d}.png")
+        for j, p in enumerate(prompts) for i in range(concept.num_images_per_prompt)
+    ]
+    pipe.set_progress_bar_config(disable=True)
+    done = generate_to_folder(pipe, records, folder, concept.generation_batch_size, resolution, resolution)
+    return [(folder / r["path"], r["prompt"]) for r in done]
+
+
+def _load_images(paths, resolution: int) -> torch.Tensor:
+    arrays = []
+    for path in paths:
+        image = Image.open(path).convert("RGB").resize((resolution, resolution), Image.BICUBIC)
+        arrays.append(np.asarray(image, dtype=np.float32) / 127.5 - 1)
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+
+
+@torch.no_grad()
+def encode_latents(vae, images: torch.Tensor, device, dtype, batch_size: int = 8) -> torch.Tensor:
+    """VAE posterior means times the scaling factor, in float32 on CPU."""
+    vae.to(device, dtype)
+    out = [vae.encode(images[i : i + batch_size].to(device, dtype)).latent_dist.mean
+           for i in range(0, len(images), batch_size)]
+    return torch.cat(out).float().cpu() * vae.config.scaling_factor
+
+
+@torch.no_grad()
+def encode_prompt_table(pipe, prompts: list[str], device, dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Text embeddings (and SDXL pooled embeddings) of every prompt; row 0 must be the null prompt ""."""
+    for name in ("text_encoder", "text_encoder_2"):
+        if getattr(pipe, name, None) is not None:
+            getattr(pipe, name).to(device, dtype)
+    if hasattr(pipe, "text_encoder_2"):
+        embeds, _, pooled, _ = pipe.encode_prompt(prompts, device=device, num_images_per_prompt=1,
+                                                  do_classifier_free_guidance=False)
+        if pipe.config.force_zeros_for_empty_prompt:
+            embeds[0], pooled[0] = 0, 0  # SDXL's unconditional branch is all zeros
+        return embeds.float().cpu(), pooled.float().cpu()
+    embeds, _ = pipe.encode_prompt(prompts, device=device, num_images_per_prompt=1, do_classifier_free_guidance=False)
+    return embeds.float().cpu(), None
+
+
+def default_resolution(pipe) -> int:
+    return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+
+
+def build_text_task(pipe, scheduler, concept: TextConceptConfig, seed: int, device, dtype,
+                    base_fingerprint: str) -> TextToImageTask:
+    """Gather (or generate) forget and retain images, encode them and the prompts, build the task."""
+    concept.require_prompts()
+    resolution = concept.resolution or default_resolution(pipe)
+    retain_prompts = concept.retain_prompts or concept.anchor_prompts
+    pipe.to(device)
+    sides = {}
+    for side, prompts, folder in (("forget", concept.forget_prompts, concept.forget_images),
+                                  ("retain", retain_prompts, concept.retain_images)):
+        if folder:
+            pairs = folder_images(folder, prompts[0] if len(prompts) == 1 else None)
+        else:
+            cache = _cache_dir(concept, base_fingerprint, side, prompts, seed)
+            pairs = generated_images(pipe, prompts, cache, concept, seed + (0 if side == "forget" else 10**6),
+                                     resolution)
+        sides[side] = pairs
+    table = [""] + sorted({*concept.forget_prompts, *concept.anchor_prompts, *retain_prompts,
+                           *(p for pairs in sides.values() for _, p in pairs)})
+    index = {p: i for i, p in enumerate(table)}
+    embeds, pooled = encode_prompt_table(pipe, table, device, dtype)
+    latents = {s: encode_latents(pipe.vae, _load_images([p for p, _ in pairs], resolution), device, dtype)
+               for s, pairs in sides.items()}
+    ids = {s: torch.tensor([index[p] for _, p in pairs]) for s, pairs in sides.items()}
+    time_ids = torch.tensor([resolution, resolution, 0, 0, resolution, resolution], dtype=torch.float32) \
+        if pooled is not None else None
+    return TextToImageTask(scheduler, embeds, latents["forget"], ids["forget"], latents["retain"], ids["retain"],
+                           anchors=[index[p] for p in concept.anchor_prompts], null=0, pooled_embeds=pooled,
+                           time_ids=time_ids)

@@ -1,0 +1,117 @@
+"""The erasure delta: only the changed entries of the UNet, as a bit-packed mask plus their values.
+
+`erasure_delta.safetensors` holds, for every parameter with at least one changed entry,
+`<name>.mask` (uint8, `numpy.packbits` of the flat bool "changed" mask) and `<name>.values`
+(the erased values at those entries, in the parameter's dtype). Changed entries lie inside the
+saliency mask, so the payload is at most (ratio + 1/32) of the UNet's fp32 bytes, plus the
+safetensors header (names and shapes). `apply_delta(base_unet, delta)` rebuilds the erased UNet
+bit for bit.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .. import __version__
+from ..errors import ConfigError
+from ..io import atomic_file, fingerprint_state_dict
+
+DELTA_FORMAT = "erasekit-delta-v1"
+DELTA_FILE = "erasure_delta.safetensors"
+
+
+def pack_mask(mask: torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(np.packbits(mask.flatten().cpu().numpy().astype(np.uint8)))
+
+
+def unpack_mask(packed: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    numel = int(np.prod(shape)) if len(shape) else 1
+    bits = np.unpackbits(packed.numpy(), count=numel).astype(bool)
+    return torch.from_numpy(bits).view(shape)
+
+
+def compute_delta(base: dict[str, torch.Tensor], erased: dict[str, torch.Tensor],
+                  masks: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Tensors of the delta: the entries that differ from the base, checked against the mask if given."""
+    tensors = {}
+    for name, after in erased.items():
+        changed = base[name] != after
+        if masks is not None:
+            outside = changed & ~masks[name].to(changed.device) if name in masks else changed
+            if outside.any():
+                raise ValueError(f"'{name}' changed outside the mask; the erased weights are not masked")
+        if not changed.any():
+            continue
+        tensors[f"{name}.mask"] = pack_mask(changed)
+        tensors[f"{name}.values"] = after[changed].contiguous().cpu()
+    return tensors
+
+
+def payload_bytes(tensors: dict[str, torch.Tensor]) -> int:
+    """Bytes of the tensors themselves, without the safetensors header."""
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def save_delta(path: str | os.PathLike, base_unet, erased_unet, masks=None, overwrite: bool = False) -> Path:
+    base, erased = base_unet.state_dict(), erased_unet.state_dict()
+    tensors = compute_delta(base, erased, masks)
+    metadata = {
+        "format": DELTA_FORMAT,
+        "erasekit_version": __version__,
+        "base_fingerprint": fingerprint_state_dict(base),
+        "erased_fingerprint": fingerprint_state_dict(erased),
+        "changed_entries": str(sum(v.numel() for k, v in tensors.items() if k.endswith(".values"))),
+        "payload_bytes": str(payload_bytes(tensors)),
+    }
+    with atomic_file(path, overwrite) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return Path(path)
+
+
+def apply_delta(unet, path: str | os.PathLike) -> None:
+    """Write the delta's values into `unet` in place, after checking it was made for these weights."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"delta file '{path}' does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:
+        raise ConfigError(f"delta file '{path}' is not a readable safetensors file ({exc})") from None
+    if metadata.get("format") != DELTA_FORMAT:
+        raise ConfigError(f"delta file '{path}' was not written by erasekit (format {metadata.get('format')!r})")
+    state = unet.state_dict()
+    if fingerprint_state_dict(state) != metadata["base_fingerprint"]:
+        raise ConfigError(f"delta file '{path}' was made for other base weights "
+                          f"(fingerprint {metadata['base_fingerprint']}); pass the base model it was made from")
+    with torch.no_grad():
+        for key in (k for k in tensors if k.endswith(".mask")):
+            name = key[: -len(".mask")]
+            if name not in state:
+                raise ConfigError(f"delta file '{path}': '{name}' is not a weight of this UNet")
+            target = state[name]
+            mask = unpack_mask(tensors[key], target.shape).to(target.device)
+            target[mask] = tensors[f"{name}.values"].to(target.device, target.dtype)
+    if fingerprint_state_dict(unet.state_dict()) != metadata["erased_fingerprint"]:
+        raise ConfigError(f"applying '{path}' did not reproduce the recorded erased weights; the file is damaged")
+
+
+def apply_delta_to_pipeline(base: str | os.PathLike, delta: str | os.PathLike, out: str | os.PathLike,
+                            overwrite: bool = False) -> Path:
+    """`erasekit apply BASE DELTA OUT`: load BASE, apply DELTA to its UNet, save the pipeline to OUT."""
+    from ..io import atomic_dir, check_output_free
+    from .loading import load_pipeline
+
+    check_output_free(out, overwrite)
+    pipe = load_pipeline(base)
+    apply_delta(pipe.unet, delta)
+    with atomic_dir(out, overwrite) as tmp:
+        pipe.save_pretrained(tmp)
+    return Path(out)

@@ -1,0 +1,112 @@
+"""Stable Diffusion 1.x, 2.x (v-prediction) and SDXL erasure end to end on tiny models, on CPU."""
+
+import json
+
+import pytest
+import torch
+from diffusers import DiffusionPipeline
+from safetensors import safe_open
+
+import erasekit
+from erasekit.erase.masks import load_mask
+from erasekit.pipelines.delta import apply_delta_to_pipeline
+from erasekit.pipelines.tiny import tiny_sd_pipeline, tiny_sdxl_pipeline
+
+BUILDERS = {
+    "sd1-epsilon": lambda: tiny_sd_pipeline("epsilon"),
+    "sd2-v": lambda: tiny_sd_pipeline("v_prediction"),
+    "sdxl": tiny_sdxl_pipeline,
+}
+CONCEPT = dict(
+    forget_prompts=["a photo of a church"],
+    anchor_prompts=["a photo of a house", "a photo of a tree"],
+    num_images_per_prompt=2,
+    generation_steps=2,
+    resolution=32,
+    batch_size=2,
+    saliency_batch_size=2,
+    max_steps=3,
+    learning_rate=1e-3,
+    ratio=0.3,
+    seed=0,
+)
+
+
+def _state(module):
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+@pytest.mark.parametrize("family", sorted(BUILDERS))
+def test_tiny_text_to_image_erase_end_to_end(family, tmp_path, monkeypatch):
+    monkeypatch.setenv("ERASEKIT_CACHE", str(tmp_path / "cache"))
+    base_dir = tmp_path / "base"
+    BUILDERS[family]().save_pretrained(base_dir)
+    base = DiffusionPipeline.from_pretrained(base_dir)
+    out = tmp_path / "erased"
+    result = erasekit.erase(pretrained_model_name_or_path=str(base_dir), output_dir=str(out), **CONCEPT)
+
+    erased = DiffusionPipeline.from_pretrained(out)  # plain diffusers, no erasekit classes
+    assert type(erased) is type(base)
+    mask = load_mask(result.mask_path, base.unet)
+    before_unet, after_unet = base.unet.state_dict(), erased.unet.state_dict()
+    moved = 0
+    for name, m in mask.masks.items():
+        assert torch.equal(after_unet[name][~m], before_unet[name][~m]), name
+        moved += int((after_unet[name][m] != before_unet[name][m]).sum())
+    assert moved > 0
+    for part in ("vae", "text_encoder", "text_encoder_2"):
+        if hasattr(base, part):
+            b, a = getattr(base, part).state_dict(), getattr(erased, part).state_dict()
+            assert all(torch.equal(b[k], a[k]) for k in b), part
+    erased.set_progress_bar_config(disable=True)
+    image = erased("a photo of a church", num_inference_steps=2, height=32, width=32, output_type="np").images
+    assert image.shape == (1, 32, 32, 3) and (image >= 0).all()
+
+    # Delta: its tensors fit in (ratio + 1/32) of the UNet's bytes (the header of names comes on top),
+    # and it rebuilds the erased UNet bit for bit.
+    delta = out / "erasure_delta.safetensors"
+    unet_bytes = sum(t.numel() * t.element_size() for t in before_unet.values())
+    with safe_open(str(delta), framework="pt") as f:
+        payload = sum(f.get_tensor(k).numel() * f.get_tensor(k).element_size() for k in f.keys())
+        assert int(f.metadata()["payload_bytes"]) == payload
+    assert payload <= (0.3 + 1 / 32) * unet_bytes
+    apply_delta_to_pipeline(base_dir, delta, tmp_path / "applied")
+    rebuilt = DiffusionPipeline.from_pretrained(tmp_path / "applied").unet.state_dict()
+    assert all(torch.equal(rebuilt[k], v) for k, v in after_unet.items())
+
+    record = json.loads((out / "erasure.json").read_text())
+    assert record["concept"]["forget_prompts"] == ["a photo of a church"]
+    assert record["config"]["method"]["ratio"] == 0.3 and record["seed"] == 0
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\nlicense:") and "- erasekit" in card and "- concept-erasure" in card
+    assert "report/grid.png" in card and (out / "report" / "grid.png").is_file()
+
+
+def test_generated_data_is_cached_and_resumed(tmp_path, monkeypatch):
+    from erasekit.eval.generate import GenerationRecord, generate_to_folder, read_manifest
+
+    pipe = tiny_sd_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    records = [GenerationRecord("a photo of a church", seed=s, guidance=7.5, steps=2, path=f"{s}.png")
+               for s in range(3)]
+    generate_to_folder(pipe, records[:2], tmp_path, height=32, width=32)
+    first = (tmp_path / "0.png").stat().st_mtime_ns
+    calls = []
+    original = type(pipe).__call__
+    monkeypatch.setattr(type(pipe), "__call__", lambda self, **kw: calls.append(len(kw["prompt"])) or
+                        original(self, **kw))
+    done = generate_to_folder(pipe, records, tmp_path, height=32, width=32)
+    assert calls == [1]  # only the missing image is generated
+    assert (tmp_path / "0.png").stat().st_mtime_ns == first
+    assert [r["seed"] for r in done] == [0, 1, 2] and len(read_manifest(tmp_path)) == 3
+
+
+def test_text_model_needs_forget_and_anchor_prompts(tmp_path):
+    base_dir = tmp_path / "base"
+    tiny_sd_pipeline().save_pretrained(base_dir)
+    with pytest.raises(erasekit.ConfigError, match="'forget_prompts' is empty"):
+        erasekit.erase(pretrained_model_name_or_path=str(base_dir), output_dir=str(tmp_path / "o"))
+    with pytest.raises(erasekit.ConfigError, match="'anchor_prompts' is empty"):
+        erasekit.erase(pretrained_model_name_or_path=str(base_dir), output_dir=str(tmp_path / "o"),
+                       forget_prompts=["a church"])
+    assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".o*"))
