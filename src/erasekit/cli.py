@@ -53,7 +53,8 @@ def cmd_erase(args, rest) -> int:
 
     values, raw = _overrides(rest)
     result = run_erase(resolve_configs(args.config, values, raw))
-    print(f"erased model written to {result.output_dir}")
+    if result.metrics:  # empty on the non-main processes of a multi-process run
+        print(f"erased model written to {result.output_dir}")
     return 0
 
 

@@ -19,9 +19,9 @@ from ..errors import ConfigError
 from ..eval.class_conditional import ClassEvalConfig
 from ..io import check_output_free, commit_dir, fingerprint_state_dict, staging_dir, write_json, write_text
 from .masks import save_mask
-from .methods import get_method
+from .methods import Shard, get_method
 from .text import TextConceptConfig
-from .trainer import CHECKPOINT_DIR, EraseTrainer, TrainConfig
+from .trainer import CHECKPOINT_DIR, EraseTrainer, TrainConfig, make_accelerator
 
 DATA_SOURCES = ("digits", "generated")
 
@@ -137,20 +137,20 @@ def _build_task(cfg: Configs, base, unet, accelerator, base_fingerprint: str):
     return task, concept
 
 
-def _train(cfg: Configs, staging: Path, base, base_fingerprint: str):
+def _train(cfg: Configs, staging: Path, base, base_fingerprint: str, accelerator):
     """Mask and training; on failure keep checkpoints for resume, else leave nothing behind."""
-    from accelerate import Accelerator
-
     run = cfg.run
-    accelerator = Accelerator(mixed_precision=run.mixed_precision, log_with=run.report_to, project_dir=str(staging))
     unet = type(base.unet).from_config(base.unet.config)
     unet.load_state_dict(base.unet.state_dict())
-    staging.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()  # every rank has checked the output paths before any is created
+    if accelerator.is_main_process:
+        staging.mkdir(parents=True, exist_ok=True)
     try:
-        task, concept = _build_task(cfg, base, unet, accelerator, base_fingerprint)
+        with accelerator.main_process_first():  # the main process fills the data cache; the others read it
+            task, concept = _build_task(cfg, base, unet, accelerator, base_fingerprint)
         method = get_method(run.method)[1](cfg.method)
         unet.to(accelerator.device)
-        method.prepare(unet, task, torch.Generator().manual_seed(run.seed), reduce_grads=_reducer(accelerator))
+        method.prepare(unet, task, torch.Generator().manual_seed(run.seed), shard_of(accelerator))
         if method.mask is not None and accelerator.is_main_process:
             save_mask(method.mask, staging / "mask.safetensors", base.unet, concept=concept["name"], overwrite=True)
         trainer = EraseTrainer(unet, method, task, run, staging, accelerator=accelerator)
@@ -159,7 +159,7 @@ def _train(cfg: Configs, staging: Path, base, base_fingerprint: str):
         if not (staging / CHECKPOINT_DIR).is_dir() and accelerator.is_main_process:
             shutil.rmtree(staging, ignore_errors=True)
         raise
-    return trainer.unet.to("cpu").eval(), method, concept, last, accelerator
+    return trainer.unet.to("cpu").eval(), method, concept, last
 
 
 def _erased_pipeline(base, unet):
@@ -183,7 +183,8 @@ def run_erase(cfg: Configs) -> EraseResult:
     staging = _prepare_staging(run)
     base = load_any_pipeline(run.pretrained_model_name_or_path, revision=run.revision, variant=run.variant)
     base_fingerprint = fingerprint_state_dict(base.unet.state_dict())
-    unet, method, concept, last, accelerator = _train(cfg, staging, base, base_fingerprint)
+    accelerator = make_accelerator(run, staging)
+    unet, method, concept, last = _train(cfg, staging, base, base_fingerprint, accelerator)
     if not accelerator.is_main_process:
         return EraseResult(Path(run.output_dir), None, None, {})
     erased = _erased_pipeline(base, unet)
@@ -245,10 +246,12 @@ def _write_card(staging: Path, record: dict, base_name: str, report_path: Path |
     write_text(staging / "README.md", model_card(record, base_dir if os.path.isdir(base_dir) else None, grid))
 
 
-def _reducer(accelerator):
+def shard_of(accelerator) -> Shard:
+    """This process's shard of the saliency batches, with an all-reduce sum across processes."""
     if accelerator.num_processes == 1:
-        return None
-    return lambda grad: accelerator.reduce(grad, reduction="sum")
+        return Shard()
+    return Shard(accelerator.process_index, accelerator.num_processes,
+                 lambda t: accelerator.reduce(t, reduction="sum"))
 
 
 def _versions() -> dict[str, str]:

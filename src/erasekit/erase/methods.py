@@ -6,6 +6,7 @@ and `compute_loss(unet, task, generator) -> (loss, logs)`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,18 @@ from .objectives import add_noise, cfg_guided_loss, diffusion_loss, remap_loss
 from .saliency import SaliencyMask, compute_saliency_mask, parameters_in_scope
 
 METHODS: dict[str, tuple[type, type]] = {}
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's place among `world` processes, and how to sum a tensor over all of them."""
+
+    rank: int = 0
+    world: int = 1
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+
+SINGLE = Shard()
 
 
 def register_method(name: str, config_cls: type, method_cls: type) -> None:
@@ -83,7 +96,7 @@ class FinetuneMethod:
     def trainable_parameters(self, unet) -> dict[str, torch.nn.Parameter]:
         return dict(unet.named_parameters())
 
-    def prepare(self, unet, task, generator: torch.Generator, reduce_grads=None) -> None:
+    def prepare(self, unet, task, generator: torch.Generator, shard: Shard = SINGLE) -> None:
         """Nothing to compute before training."""
 
     def compute_loss(self, unet, task, generator: torch.Generator, device) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -104,7 +117,7 @@ class RLMethod:
     def trainable_parameters(self, unet) -> dict[str, torch.nn.Parameter]:
         return parameters_in_scope(unet, self.config.scope)
 
-    def prepare(self, unet, task, generator: torch.Generator, reduce_grads=None) -> None:
+    def prepare(self, unet, task, generator: torch.Generator, shard: Shard = SINGLE) -> None:
         """RL trains every weight in scope; no mask."""
 
     def compute_loss(self, unet, task, generator: torch.Generator, device) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -128,27 +141,34 @@ class SalUnMethod(RLMethod):
 
     config: SalUnConfig
 
-    def prepare(self, unet, task, generator: torch.Generator, reduce_grads=None) -> None:
+    def prepare(self, unet, task, generator: torch.Generator, shard: Shard = SINGLE) -> None:
         if self.config.mask_path:
             from .masks import load_mask
 
             self.mask = load_mask(self.config.mask_path, unet)
             return
-        self.mask = self.compute_mask(unet, task, generator, reduce_grads)
+        self.mask = self.compute_mask(unet, task, generator, shard)
 
-    def compute_mask(self, unet, task, generator: torch.Generator, reduce_grads=None) -> SaliencyMask:
+    def compute_mask(self, unet, task, generator: torch.Generator, shard: Shard = SINGLE) -> SaliencyMask:
+        """Each forget batch has its own seeded noise, and each process takes every `world`-th batch,
+        so any number of processes sums the same per-batch gradients (then all-reduced)."""
         device = next(unet.parameters()).device
         cfg = self.config
         batches = [
-            b for _ in range(cfg.saliency_passes) for b in task.forget_batches(cfg.saliency_batch_size, generator, device)
+            b for _ in range(cfg.saliency_passes) for b in task.forget_batches(cfg.saliency_batch_size, generator)
         ]
+        base_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        mine = [(i, b) for i, b in enumerate(batches) if i % shard.world == shard.rank]
 
-        def loss_fn(batch):
-            noisy = add_noise(task.scheduler, batch.x0, generator)
+        def loss_fn(item):
+            i, batch = item
+            batch_generator = torch.Generator().manual_seed(base_seed + i)
+            noisy = add_noise(task.scheduler, batch.x0.to(device), batch_generator)
+            cond = batch.cond.to(device)
             predict = lambda z, t, c: task.predict(unet, z, t, c)  # noqa: E731
-            return cfg_guided_loss(predict, noisy, batch.cond, task.null_cond(batch.cond), cfg.saliency_guidance)
+            return cfg_guided_loss(predict, noisy, cond, task.null_cond(cond), cfg.saliency_guidance)
 
-        return compute_saliency_mask(unet, batches, loss_fn, cfg.ratio, cfg.scope, reduce_grads)
+        return compute_saliency_mask(unet, mine, loss_fn, cfg.ratio, cfg.scope, shard.reduce)
 
 
 register_method("salun", config_cls=SalUnConfig, method_cls=SalUnMethod)

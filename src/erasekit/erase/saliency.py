@@ -63,20 +63,25 @@ def saliency_scores(
     """|sum of forget-loss gradients| per weight (Fan et al. 2024, Eq. 5).
 
     Gradients are summed with their signs over all batches (and over processes through
-    `reduce_grads`, e.g. an all-reduce), and only then is the absolute value taken.
+    `reduce_grads`, e.g. an all-reduce), and only then is the absolute value taken. Sums are kept
+    in float64, so the order of summation (one process or several) does not change the float32
+    scores, and so not the mask.
     """
+    sums = {name: torch.zeros_like(p, dtype=torch.float64) for name, p in params.items()}
     for p in params.values():
         p.grad = None
     with only_grad_for(module, params):
         for batch in batches:
             loss_fn(batch).backward()
+            for name, p in params.items():
+                if p.grad is not None:
+                    sums[name] += p.grad
+                    p.grad = None
     scores = {}
-    for name, p in params.items():
-        grad = p.grad if p.grad is not None else torch.zeros_like(p)
-        if reduce_grads is not None:
-            grad = reduce_grads(grad)
-        scores[name] = grad.float().abs_()
-        p.grad = None
+    for name in params:
+        total = reduce_grads(sums[name]) if reduce_grads is not None else sums[name]
+        scores[name] = total.abs_().float()
+        del sums[name]
     return scores
 
 

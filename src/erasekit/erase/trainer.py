@@ -62,6 +62,14 @@ class TrainConfig:
         check(self.log_every >= 1, "log_every", self.log_every, ">= 1")
 
 
+def make_accelerator(config: TrainConfig, project_dir: str | Path) -> Accelerator:
+    """An Accelerator for `config`. Without a GPU it is asked for CPU explicitly: otherwise, under
+    `accelerate launch --multi_gpu` (torchrun) each process would think it is alone."""
+    no_device = not torch.cuda.is_available() and not torch.backends.mps.is_available()
+    return Accelerator(mixed_precision=config.mixed_precision, log_with=config.report_to,
+                       project_dir=str(project_dir), cpu=no_device)
+
+
 class TrainState:
     """The step counter, saved and restored with Accelerate's checkpoints."""
 
@@ -119,9 +127,7 @@ class EraseTrainer:
         self.method, self.task, self.config = method, task, config
         self.work_dir = Path(work_dir)
         self.callbacks = list(callbacks)
-        self.accelerator = accelerator or Accelerator(
-            mixed_precision=config.mixed_precision, log_with=config.report_to, project_dir=str(self.work_dir)
-        )
+        self.accelerator = accelerator or make_accelerator(config, self.work_dir)
         self.state = TrainState()
         self.unet = unet
         self.ema = None
@@ -154,20 +160,25 @@ class EraseTrainer:
                 p.addcmul_(p, m if m is not None else torch.ones((), device=p.device), value=-lr * self.config.weight_decay)
 
     def _save_checkpoint(self) -> None:
+        """Save into a temporary folder that every rank writes to, then rename it on the main process."""
+        acc = self.accelerator
         root = self.work_dir / CHECKPOINT_DIR
         final = root / f"checkpoint-{self.state.step}"
         tmp = root / f".checkpoint-{self.state.step}.tmp"
-        self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
+        if acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
-        self.accelerator.save_state(str(tmp))
-        if self.accelerator.is_main_process:
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)
             limit = self.config.checkpoints_total_limit
             existing = sorted(root.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
             for old in existing[: max(0, len(existing) - limit)] if limit else []:
                 shutil.rmtree(old)
+        acc.wait_for_everyone()
 
     def _log(self, record: dict[str, Any]) -> None:
         if self.accelerator.is_main_process:

@@ -71,7 +71,8 @@ def tiny_sd_pipeline(prediction_type: str = "epsilon", sample_size: int = 32, se
         attention_head_dim=4,
     ).eval()
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              clip_sample=False, set_alpha_to_one=False, prediction_type=prediction_type)
+                              clip_sample=False, set_alpha_to_one=False, steps_offset=1,
+                              prediction_type=prediction_type)
     return StableDiffusionPipeline(
         unet=unet, scheduler=scheduler, vae=_tiny_vae(seed, sample_size), text_encoder=_tiny_text_encoder(16, None, seed),
         tokenizer=build_clip_tokenizer(), safety_checker=None, feature_extractor=None,

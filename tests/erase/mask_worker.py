@@ -1,0 +1,34 @@
+"""Compute a SalUn mask for a tiny SD UNet and save it; run directly or under `accelerate launch`."""
+
+import sys
+
+import torch
+from accelerate import Accelerator
+from diffusers import DDPMScheduler
+
+from erasekit.erase.api import shard_of
+from erasekit.erase.masks import save_mask
+from erasekit.erase.methods import SalUnConfig, SalUnMethod
+from erasekit.erase.tasks import TextToImageTask
+from erasekit.pipelines.tiny import tiny_sd_pipeline
+
+
+def main(out: str) -> None:
+    accelerator = Accelerator(cpu=True)
+    pipe = tiny_sd_pipeline()
+    g = torch.Generator().manual_seed(0)
+    latents = torch.randn(12, 4, 16, 16, generator=g)
+    embeds = torch.randn(4, 77, 16, generator=g)
+    ids = torch.tensor([1] * 6 + [2, 3] * 3)
+    task = TextToImageTask(DDPMScheduler.from_config(pipe.scheduler.config), embeds, latents[:6], ids[:6],
+                           latents[6:], ids[6:], anchors=[2, 3], null=0)
+    method = SalUnMethod(SalUnConfig(ratio=0.3, saliency_batch_size=2, saliency_passes=2))
+    method.prepare(pipe.unet, task, torch.Generator().manual_seed(0), shard_of(accelerator))
+    method.mask.metadata["world"] = str(accelerator.num_processes)
+    if accelerator.is_main_process:
+        save_mask(method.mask, out, overwrite=True)
+    accelerator.wait_for_everyone()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
