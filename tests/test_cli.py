@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -73,3 +74,19 @@ def test_real_process_prints_no_traceback(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         "erasekit erase: error: 'ratio' is 2.0 but must be in (0, 1]; fix 'ratio' in the config or flags"
     ]
+
+
+def test_eval_and_grid_commands_write_their_outputs(tmp_path, capsys):
+    small = ["--samples-per-class", "2", "--num-inference-steps", "3", "--eval-batch-size", "20"]
+    assert main(["eval", "--model", "bundled:digits-cfg", "--baseline", "bundled:digits-cfg", "--forget", "4",
+                 "--output", str(tmp_path / "report"), *small]) == 0
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["before"]["UA"] == report["after"]["UA"]  # same model, same seeds
+    assert report["settings"]["forget"] == [4]
+    assert main(["grid", "--model", "bundled:digits-cfg", "--columns", "3", "--num-inference-steps", "3",
+                 "--output", str(tmp_path / "g.png")]) == 0
+    from PIL import Image
+
+    assert Image.open(tmp_path / "g.png").size[1] > 10 * 16
+    assert "already exists" in _run_bad(["grid", "--model", "bundled:digits-cfg", "--output", str(tmp_path / "g.png")],
+                                        tmp_path, capsys)

@@ -114,19 +114,21 @@ def cmd_grid(args, rest) -> int:
 
 
 def cmd_train_base(args, rest) -> int:
+    from .io import check_output_free
+    from .pipelines.digits_t2i import DigitsT2IConfig, train_digits_t2i
     from .pipelines.train_base import DigitsBaseConfig, train_digits_base
 
-    if args.name != "digits":
-        raise ConfigError(f"unknown base recipe '{args.name}'; available: digits")
+    recipes = {"digits": (DigitsBaseConfig, train_digits_base, ("digits-cfg", "digits-classifier")),
+               "digits-t2i": (DigitsT2IConfig, train_digits_t2i, ("digits-t2i",))}
+    if args.name not in recipes:
+        raise ConfigError(f"unknown base recipe '{args.name}'; available: {', '.join(recipes)}")
+    config_cls, train, outputs = recipes[args.name]
     values, raw = _overrides(rest)
-    config = build_configs({"base": DigitsBaseConfig}, values, "command line", raw)["base"]
-    for sub in ("digits-cfg", "digits-classifier"):
-        from .io import check_output_free
-
+    config = build_configs({"base": config_cls}, values, "command line", raw)["base"]
+    for sub in outputs:
         check_output_free(Path(config.output_dir) / sub, config.overwrite)
-    record = train_digits_base(config)
-    print(f"selected UNet step {record['selected_step']}; classifier test accuracy "
-          f"{record['classifier_test_accuracy']:.4f}; wrote {config.output_dir}")
+    record = train(config)
+    print(f"selected UNet step {record['selected_step']}; wrote {', '.join(outputs)} under {config.output_dir}")
     return 0
 
 
@@ -176,8 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repo-id", required=True, help="ORG/NAME")
     p.add_argument("--private", action="store_true", help="create the repo as private")
     p.set_defaults(func=cmd_push)
-    p = sub.add_parser("train-base", help="train the bundled base models: train-base digits")
-    p.add_argument("name", help="recipe name (digits)")
+    p = sub.add_parser("train-base", help="train the bundled base models: train-base digits | digits-t2i")
+    p.add_argument("name", help="recipe name: digits (class-conditional UNet and judge) or digits-t2i")
     p.set_defaults(func=cmd_train_base)
     return parser
 

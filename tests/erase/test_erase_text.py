@@ -110,3 +110,31 @@ def test_text_model_needs_forget_and_anchor_prompts(tmp_path):
         erasekit.erase(pretrained_model_name_or_path=str(base_dir), output_dir=str(tmp_path / "o"),
                        forget_prompts=["a church"])
     assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".o*"))
+
+
+def test_folder_data_with_captions_or_one_prompt(tmp_path):
+    from PIL import Image
+
+    from erasekit.erase.text import folder_images
+
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (8, 8)).save(tmp_path / name)
+    assert [p for _, p in folder_images(tmp_path, "a church")] == ["a church", "a church"]
+    with pytest.raises(erasekit.ConfigError, match="no metadata.jsonl"):
+        folder_images(tmp_path, None)
+    (tmp_path / "metadata.jsonl").write_text('{"file_name": "a.png", "text": "a red church"}\n')
+    assert [(p.name, t) for p, t in folder_images(tmp_path, None)] == [("a.png", "a red church")]
+    (tmp_path / "metadata.jsonl").write_text('{"file_name": "gone.png", "text": "x"}\n')
+    with pytest.raises(erasekit.ConfigError, match="missing image"):
+        folder_images(tmp_path, None)
+
+
+def test_scope_presets_on_a_stable_diffusion_unet():
+    from erasekit.erase.saliency import parameters_in_scope
+
+    unet = tiny_sd_pipeline().unet
+    xattn = parameters_in_scope(unet, "xattn")
+    assert xattn and all(".attn2." in n for n in xattn)
+    attn = parameters_in_scope(unet, "attn")
+    assert set(xattn) < set(attn) and all(".attn1." in n or ".attn2." in n for n in attn)
+    assert not any("norm" in n for n in parameters_in_scope(unet, "no-norm"))

@@ -129,7 +129,7 @@ def _build_task(cfg: Configs, base, unet, accelerator, base_fingerprint: str):
     if cfg.concept.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     task = build_text_task(base, scheduler, cfg.concept, cfg.run.seed, accelerator.device,
-                           _inference_dtype(cfg.run.mixed_precision), base_fingerprint)
+                           _inference_dtype(accelerator.mixed_precision), base_fingerprint)
     base.to("cpu")
     concept = {"name": ", ".join(cfg.concept.forget_prompts), "forget_prompts": cfg.concept.forget_prompts,
                "anchor_prompts": cfg.concept.anchor_prompts,

@@ -34,7 +34,8 @@ class TrainConfig:
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate"})
     max_steps: int = field(default=150, metadata={"help": "optimizer steps"})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
-    mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (autocast; fp32 master weights)"})
+    mixed_precision: str | None = field(default=None, metadata={
+        "help": "no, fp16 or bf16 (autocast; fp32 master weights); null takes accelerate's config or launch flag"})
     weight_decay: float = field(default=0.0, metadata={"help": "decoupled weight decay, applied inside the mask only"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm; 0 disables"})
     lr_scheduler: str = field(default="constant_with_warmup", metadata={"help": "diffusers scheduler name"})
@@ -51,8 +52,8 @@ class TrainConfig:
         check(self.max_steps >= 1, "max_steps", self.max_steps, ">= 1")
         check(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps",
               self.gradient_accumulation_steps, ">= 1")
-        check(self.mixed_precision in MIXED_PRECISION, "mixed_precision", self.mixed_precision,
-              f"one of {', '.join(MIXED_PRECISION)}")
+        check(self.mixed_precision is None or self.mixed_precision in MIXED_PRECISION, "mixed_precision",
+              self.mixed_precision, f"one of {', '.join(MIXED_PRECISION)} or null")
         check(self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
         check(self.max_grad_norm >= 0, "max_grad_norm", self.max_grad_norm, ">= 0")
         check(0 <= self.ema_decay < 1, "ema_decay", self.ema_decay, "in [0, 1)")

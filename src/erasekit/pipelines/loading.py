@@ -20,6 +20,7 @@ BUNDLED_DIR = Path(__file__).parent / "bundled"
 BUNDLED_MODELS = {
     "digits-cfg": "class-conditional UNet on scikit-learn digits, 16x16, with a CFG null label",
     "digits-classifier": "small CNN judge for the digits, used by the evaluator",
+    "digits-t2i": "tiny text-to-image model with the Stable Diffusion architecture, on captioned digits",
 }
 _HUB_ID = re.compile(r"^[\w][\w.-]*/[\w][\w.-]*$")
 _PIPELINE_CLASSES: dict[str, type[DiffusionPipeline]] = {"ClassConditionalPipeline": ClassConditionalPipeline}

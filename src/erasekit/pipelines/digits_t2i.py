@@ -1,0 +1,198 @@
+"""`bundled:digits-t2i`: a tiny text-to-image model with the Stable Diffusion architecture, on digits.
+
+A CLIP text encoder (random, frozen), the real CLIP tokenizer, a small `AutoencoderKL` (16x16 RGB to
+8x8x4 latents) and a `UNet2DConditionModel`, trained on scikit-learn's digits captioned like "a
+handwritten digit seven". It is what erasure "by prompt" is measured on without SD weights.
+Reproduce with `erasekit train-base digits-t2i` (see `REPRODUCE_T2I`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .. import __version__
+from ..config import check
+from ..io import atomic_dir
+from .digits import load_digits_16
+from .loading import BUNDLED_DIR
+
+REPRODUCE_T2I = "erasekit train-base digits-t2i --output-dir src/erasekit/pipelines/bundled --overwrite"
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+TRAIN_TEMPLATES = (
+    "a handwritten digit {}",
+    "the digit {}",
+    "a drawing of the number {}",
+    "handwritten {}",
+    "a scan of a handwritten {}",
+    "the number {} in ink",
+)
+# Never seen in training: used to test that erasure reaches paraphrases.
+HELD_OUT_TEMPLATES = ("a picture of the numeral {}", "the number {} written by hand", "an image of a {}")
+TOKEN_LENGTH = 16
+
+
+@dataclass
+class DigitsT2IConfig:
+    """Recipe of `bundled:digits-t2i`."""
+
+    output_dir: str = field(default=str(BUNDLED_DIR), metadata={"help": "writes digits-t2i/"})
+    seed: int = field(default=0, metadata={"help": "seed of every part"})
+    vae_steps: int = field(default=800, metadata={"help": "VAE optimizer steps at batch 64"})
+    max_steps: int = field(default=3000, metadata={"help": "UNet optimizer steps at batch 128"})
+    select_every: int = field(default=750, metadata={"help": "score generated samples every N steps"})
+    select_samples_per_class: int = field(default=10, metadata={"help": "samples per digit when scoring"})
+    overwrite: bool = field(default=False, metadata={"help": "replace an existing digits-t2i"})
+
+    def __post_init__(self):
+        check(self.vae_steps >= 1, "vae_steps", self.vae_steps, ">= 1")
+        check(self.max_steps >= 1, "max_steps", self.max_steps, ">= 1")
+        check(self.select_every >= 1, "select_every", self.select_every, ">= 1")
+
+
+def digit_prompts(digit: int, templates=TRAIN_TEMPLATES) -> list[str]:
+    return [t.format(NUMBER_WORDS[digit]) for t in templates]
+
+
+def build_components(seed: int = 0) -> dict:
+    """Untrained parts of the digits-t2i pipeline, built from configs."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from .tokenizer import build_clip_tokenizer
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32),
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        layers_per_block=1, norm_num_groups=8, sample_size=16)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=49408, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=TOKEN_LENGTH, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407))
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=64, attention_head_dim=8, norm_num_groups=8)
+    scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
+                              prediction_type="v_prediction", clip_sample=False, steps_offset=1)
+    return {"vae": vae, "text_encoder": text_encoder.eval(), "tokenizer": build_clip_tokenizer(TOKEN_LENGTH),
+            "unet": unet, "scheduler": scheduler}
+
+
+def rgb(images: torch.Tensor) -> torch.Tensor:
+    return images.expand(-1, 3, -1, -1)
+
+
+def train_vae(vae, images: torch.Tensor, steps: int, seed: int, kl_weight: float = 1e-4):
+    """Reconstruction plus a light KL term; then set the latent scaling factor to 1 / std."""
+    g = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=2e-3)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    vae.train()
+    for _ in range(steps):
+        x = rgb(images[torch.randint(0, len(images), (64,), generator=g)])
+        posterior = vae.encode(x).latent_dist
+        recon = vae.decode(posterior.sample(generator=g)).sample
+        loss = F.mse_loss(recon, x) + kl_weight * posterior.kl().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    vae.eval()
+    with torch.no_grad():
+        latents = vae.encode(rgb(images)).latent_dist.mean
+        recon = vae.decode(latents).sample
+    vae.register_to_config(scaling_factor=float(1 / latents.std()))
+    return float(F.mse_loss(recon, rgb(images)))
+
+
+def generated_digits(pipe, digits, templates, n: int, seed: int, steps: int = 30, guidance: float = 4.0):
+    """Images in [-1, 1] as (N, 1, 16, 16) grey, with the intended digit of each."""
+    images, labels = [], []
+    for d in digits:
+        for j, prompt in enumerate(t.format(NUMBER_WORDS[d]) for t in templates):
+            gens = [torch.Generator().manual_seed(seed + 1000 * d + 100 * j + i) for i in range(n)]
+            out = pipe(prompt=[prompt] * n, num_inference_steps=steps, guidance_scale=guidance, generator=gens,
+                       height=16, width=16, output_type="pt").images
+            images.append(out.mean(1, keepdim=True) * 2 - 1)
+            labels += [d] * n
+    return torch.cat(images).cpu(), torch.tensor(labels)
+
+
+def _text_task(components, images, labels, scheduler):
+    from ..erase.tasks import TextToImageTask
+
+    prompts = [""] + [p for d in range(10) for p in digit_prompts(d)]
+    index = {p: i for i, p in enumerate(prompts)}
+    tok, enc = components["tokenizer"], components["text_encoder"]
+    with torch.no_grad():
+        ids = tok(prompts, padding="max_length", max_length=TOKEN_LENGTH, truncation=True, return_tensors="pt")
+        embeds = enc(ids.input_ids)[0]
+        vae = components["vae"]
+        latents = vae.encode(rgb(images)).latent_dist.mean * vae.config.scaling_factor
+    pairs = [(i, index[p]) for i, d in enumerate(labels.tolist()) for p in digit_prompts(d)]
+    x = latents[torch.tensor([i for i, _ in pairs])]
+    c = torch.tensor([c for _, c in pairs])
+    return TextToImageTask(scheduler, embeds, x[:0], c[:0], x, c, anchors=[0], null=0)
+
+
+def train_digits_t2i(config: DigitsT2IConfig) -> dict:
+    """Train the VAE, then the UNet (checkpoint chosen by the judge on generated samples); save."""
+    from diffusers import DDPMScheduler, StableDiffusionPipeline
+
+    from ..erase.methods import FinetuneConfig, FinetuneMethod
+    from ..erase.trainer import EraseTrainer, TrainConfig
+    from ..eval.classifier import classify, load_classifier
+
+    started = time.time()
+    data = load_digits_16()
+    parts = build_components(config.seed)
+    vae_mse = train_vae(parts["vae"], data.train_images, config.vae_steps, config.seed)
+    print(f"VAE reconstruction MSE on the training digits: {vae_mse:.4f}")
+    train_scheduler = DDPMScheduler.from_config(parts["scheduler"].config)
+    task = _text_task(parts, data.train_images, data.train_labels, train_scheduler)
+    judge = load_classifier("bundled:digits-classifier")
+    history, best = [], {}
+
+    def select(trainer, step, logs):
+        if step % config.select_every and step != config.max_steps:
+            return
+        unet = copy.deepcopy(trainer.accelerator.unwrap_model(trainer.unet))
+        trainer.ema.copy_to(list(unet.parameters()))
+        pipe = StableDiffusionPipeline(**{**parts, "unet": unet.eval()}, safety_checker=None, feature_extractor=None,
+                                       requires_safety_checker=False)
+        pipe.set_progress_bar_config(disable=True)
+        images, labels = generated_digits(pipe, range(10), TRAIN_TEMPLATES[:2], config.select_samples_per_class,
+                                          seed=50_000)
+        accuracy = float((classify(judge, images)[0] == labels).float().mean())
+        history.append({"step": step, "loss": logs["loss"], "accuracy": accuracy})
+        print(f"step {step}: generated accuracy {accuracy:.3f}")
+        if not best or accuracy >= best["accuracy"]:
+            best.update(accuracy=accuracy, step=step, state={k: v.clone() for k, v in unet.state_dict().items()})
+
+    train_config = TrainConfig(seed=config.seed, learning_rate=1e-3, max_steps=config.max_steps,
+                               lr_scheduler="cosine", lr_warmup_steps=200, ema_decay=0.999, log_every=100)
+    with tempfile.TemporaryDirectory(prefix="erasekit-digits-t2i-") as work:
+        EraseTrainer(parts["unet"], FinetuneMethod(FinetuneConfig(batch_size=128)), task, train_config, work,
+                     callbacks=[select]).train()
+    parts["unet"].load_state_dict(best["state"])
+    record = {"erasekit_version": __version__, "command": REPRODUCE_T2I, "recipe": asdict(config),
+              "train_templates": TRAIN_TEMPLATES, "held_out_templates": HELD_OUT_TEMPLATES,
+              "vae_reconstruction_mse": vae_mse, "selected_step": best["step"], "selection_history": history,
+              "train_config": asdict(train_config), "minutes": round((time.time() - started) / 60, 2)}
+    pipe = StableDiffusionPipeline(**parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    with atomic_dir(Path(config.output_dir) / "digits-t2i", overwrite=config.overwrite) as tmp:
+        pipe.save_pretrained(tmp)
+        (tmp / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+        (tmp / "README.md").write_text(
+            "---\nlicense: apache-2.0\nlibrary_name: diffusers\ntags:\n- erasekit\n---\n\n"
+            "# digits-t2i\n\nA tiny text-to-image model with the Stable Diffusion architecture, trained by erasekit "
+            "on scikit-learn's digits with captions such as 'a handwritten digit seven'.\n\n"
+            f"Reproduce: `{REPRODUCE_T2I}`. Recipe and selection history: `training.json`.\n")
+    return record

@@ -1,0 +1,78 @@
+"""Shipping: recipes parse, push stages the right files and fails clearly offline, single files load or fail clearly."""
+
+from pathlib import Path
+
+import pytest
+
+from erasekit.erase.api import resolve_configs
+from erasekit.errors import ConfigError, ErasekitError, ModelLoadError
+from erasekit.pipelines.hub import push_to_hub, staged_files
+from erasekit.pipelines.loading import load_pipeline
+
+CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_recipe_parses(path):
+    cfg = resolve_configs(path, {})
+    assert cfg.run.output_dir and cfg.run.method in ("salun", "rl")
+    if cfg.concept.forget_prompts:
+        cfg.concept.require_prompts()
+
+
+def test_nudity_recipe_carries_salun_hyperparameters():
+    cfg = resolve_configs(Path(CONFIGS[0]).parent / "sd-nudity.yaml", {})
+    assert (cfg.method.alpha, cfg.run.learning_rate, cfg.method.ratio, cfg.method.saliency_guidance) == (
+        0.1, 1e-5, 0.5, 7.5)
+    assert cfg.concept.num_images_per_prompt == 800 and cfg.method.batch_size == 8 and cfg.run.max_steps == 100
+
+
+def _erased_dir(tmp_path):
+    out = tmp_path / "erased"
+    for name in ("README.md", "erasure.json", "model_index.json", "erasure_delta.safetensors", "unet/config.json",
+                 "logs.jsonl", ".cache/x", "checkpoints/checkpoint-2/model.safetensors", "report/grid.png"):
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text("x")
+    return out
+
+
+def test_staged_files_keep_the_model_and_drop_training_leftovers(tmp_path):
+    files = staged_files(_erased_dir(tmp_path))
+    assert files == ["README.md", "erasure.json", "erasure_delta.safetensors", "model_index.json",
+                     "report/grid.png", "unet/config.json"]
+
+
+def test_incomplete_directory_is_not_pushed(tmp_path):
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "model_index.json").write_text("{}")
+    with pytest.raises(ConfigError, match="missing README.md, erasure.json"):
+        staged_files(tmp_path / "half")
+
+
+def test_push_without_token_or_network_is_a_clear_error(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    out = _erased_dir(tmp_path)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    with pytest.raises(ErasekitError, match="no Hugging Face token"):
+        push_to_hub(out, "org/name")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ErasekitError, match="could not push to the Hugging Face Hub repo 'org/name'"):
+        push_to_hub(out, "org/name", token="hf_fake")
+
+
+def test_single_file_checkpoint_offline_error_names_the_fix(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+    import torch
+    from safetensors.torch import save_file
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    path = tmp_path / "model.safetensors"
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(4, 4, 3, 3)}, path)
+    with pytest.raises(ModelLoadError, match="single-file checkpoint .* pass config="):
+        load_pipeline(path)
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ModelLoadError, match="not a .safetensors or .ckpt"):
+        load_pipeline(tmp_path / "notes.txt")
