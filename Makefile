@@ -27,6 +27,7 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_mask_memory.py
 	$(BIN)/python benchmarks/bench_demo.py
+	$(BIN)/python benchmarks/bench_eval_throughput.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -137,12 +137,57 @@ def generation_run(device, batch: int, steps: int) -> dict:
             "images_per_s": round(batch / seconds, 3)}
 
 
+def eval_generation_run(device, batch: int, images: int, tokenizer_dir: str) -> dict:
+    """SD-1.5-size generation through the eval's path: prompts, per-image seeds, PNG + manifest."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from erasekit.eval.generate import GenerationRecord, generate_to_folder
+
+    with torch.device(device):
+        vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                            up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, layers_per_block=2,
+                            sample_size=512)
+        text = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                            num_attention_heads=12, max_position_embeddings=77))
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=CLIPTokenizer.from_pretrained(tokenizer_dir),
+                                   unet=build_unet(SD15_UNET, device), safety_checker=None, feature_extractor=None,
+                                   scheduler=DDIMScheduler(beta_start=0.00085, beta_end=0.012, clip_sample=False,
+                                                           beta_schedule="scaled_linear"),
+                                   requires_safety_checker=False)
+    pipe.to(device, torch.bfloat16)
+    pipe.set_progress_bar_config(disable=True)
+    records = [GenerationRecord(prompt="a photo of a church", seed=i, guidance=7.5, steps=30, path=f"{i}.png")
+               for i in range(images)]
+    with tempfile.TemporaryDirectory() as warm:
+        generate_to_folder(pipe, records[:1], warm, 1, 512, 512)
+    with tempfile.TemporaryDirectory() as folder:
+        sync(device)
+        start = time.perf_counter()
+        generate_to_folder(pipe, records, folder, batch, 512, 512)
+        sync(device)
+        seconds = time.perf_counter() - start
+    return {"path": "erasekit eval (generate_to_folder)", "batch": batch, "images": images, "steps": 30,
+            "resolution": 512, "dtype": "bf16", "seconds": round(seconds, 2), "images_per_s": round(images / seconds, 3)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tiny", action="store_true", help="tiny UNet on CPU, to check the script")
     parser.add_argument("--out", help="JSON file for the results")
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--eval-only", action="store_true", help="only the eval-path generation throughput")
+    parser.add_argument("--tokenizer", help="local CLIPTokenizer directory (for --eval-only)")
     args = parser.parse_args()
+    if args.eval_only:
+        device = "cuda"
+        rows = [eval_generation_run(device, batch, 16, args.tokenizer) for batch in (1, 4, 8)]
+        for row in rows:
+            print(json.dumps(row), flush=True)
+        if args.out:
+            Path(args.out).write_text(json.dumps({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+                                                  "date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=2) + "\n")
+        return
     device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
     config = TINY_UNET if args.tiny else SD15_UNET
     results = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "torch": torch.__version__,

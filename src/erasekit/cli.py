@@ -21,6 +21,7 @@ class EvalCommand:
     forget: list[int] = field(default_factory=lambda: [0], metadata={"help": "erased class labels"})
     output: str | None = field(default=None, metadata={"help": "report directory"})
     overwrite: bool = field(default=False, metadata={"help": "replace an existing report directory"})
+    suite: str | None = field(default=None, metadata={"help": "configs/eval/<suite>.yaml"})
 
     def __post_init__(self):
         if not self.model:
@@ -75,16 +76,41 @@ def cmd_demo(args, rest) -> int:
 
 
 def cmd_eval(args, rest) -> int:
+    from .config import load_yaml
     from .eval.class_conditional import ClassEvalConfig
     from .eval.evaluate import evaluate
 
     values, raw = _overrides(rest)
-    built = build_configs({"cmd": EvalCommand, "eval": ClassEvalConfig}, values, "command line", raw)
+    suite_path = values.pop("suite", None)
+    file_values = load_yaml(suite_path) if suite_path else {}
+    if suite_path and file_values.get("kind") != "class-conditional":
+        return _eval_prompt_suite(suite_path, values, raw)
+    file_values.pop("kind", None)
+    built = build_configs({"cmd": EvalCommand, "eval": ClassEvalConfig}, {**file_values, **values},
+                          suite_path or "command line", raw)
     cmd, config = built["cmd"], built["eval"]
     report = evaluate(cmd.model, cmd.baseline, cmd.forget, cmd.output, config, cmd.overwrite)
     print(report.summary())
     if report.report_dir:
         print(f"report written to {report.report_dir}/report.md")
+    return 0
+
+
+def _eval_prompt_suite(suite_path: str, values: dict, raw: frozenset) -> int:
+    from dataclasses import fields
+
+    from .eval.suite import load_suite
+    from .eval.text_eval import run_text_eval
+
+    names = {f.name for f in fields(EvalCommand)}
+    cmd = build_configs({"cmd": EvalCommand}, {k: values.pop(k) for k in list(values) if k in names},
+                        "command line", raw)["cmd"]
+    suite = load_suite(suite_path, values, raw)
+    if not cmd.baseline or not cmd.output:
+        raise ConfigError("a prompt suite compares two models: pass --baseline BASE and --output DIR")
+    report = run_text_eval(cmd.model, cmd.baseline, suite, cmd.output, cmd.overwrite)
+    if report:
+        print(f"report written to {cmd.output}/report.md")
     return 0
 
 
@@ -163,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_erase)
     p = sub.add_parser("demo", help=f"erase digit 0 from bundled:digits-cfg into {DEMO_OUTPUT} (replaced each run)")
     p.set_defaults(func=cmd_demo)
-    p = sub.add_parser("eval", help="evaluate a model against its base: --model DIR [--baseline BASE] --output DIR")
+    p = sub.add_parser("eval", help="evaluate against the base: --model DIR --baseline BASE [--suite S.yaml] --output DIR")
     p.set_defaults(func=cmd_eval)
     p = sub.add_parser("grid", help="draw a sample grid: --model DIR [--baseline BASE] --output grid.png")
     p.set_defaults(func=cmd_grid)

@@ -102,3 +102,24 @@ def fingerprint_state_dict(state: Mapping[str, torch.Tensor]) -> str:
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()[:16]
+
+
+def read_safetensors(path: str | os.PathLike, what: str, expected_format: str, missing_hint: str = ""):
+    """Tensors and metadata of an erasekit safetensors file, with clear errors for a missing, unreadable
+    or foreign file. `what` names the file in messages ("mask file", "delta file")."""
+    from safetensors import safe_open
+
+    from .errors import ConfigError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} '{path}' does not exist{'; ' + missing_hint if missing_hint else ''}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+    except Exception as exc:
+        raise ConfigError(f"{what} '{path}' is not a readable safetensors file ({exc})") from None
+    if metadata.get("format") != expected_format:
+        raise ConfigError(f"{what} '{path}' was not written by erasekit (format {metadata.get('format')!r})")
+    return tensors, metadata

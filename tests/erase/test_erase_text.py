@@ -89,14 +89,23 @@ def test_generated_data_is_cached_and_resumed(tmp_path, monkeypatch):
     pipe.set_progress_bar_config(disable=True)
     records = [GenerationRecord("a photo of a church", seed=s, guidance=7.5, steps=2, path=f"{s}.png")
                for s in range(3)]
-    generate_to_folder(pipe, records[:2], tmp_path, height=32, width=32)
-    first = (tmp_path / "0.png").stat().st_mtime_ns
     calls = []
     original = type(pipe).__call__
-    monkeypatch.setattr(type(pipe), "__call__", lambda self, **kw: calls.append(len(kw["prompt"])) or
-                        original(self, **kw))
-    done = generate_to_folder(pipe, records, tmp_path, height=32, width=32)
-    assert calls == [1]  # only the missing image is generated
+
+    def interrupted_after_one_batch(self, **kwargs):
+        calls.append(len(kwargs["prompt"]))
+        if len(calls) == 2:
+            raise RuntimeError("interrupted")
+        return original(self, **kwargs)
+
+    monkeypatch.setattr(type(pipe), "__call__", interrupted_after_one_batch)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        generate_to_folder(pipe, records, tmp_path, batch_size=2, height=32, width=32)
+    assert [r["seed"] for r in read_manifest(tmp_path)] == [0, 1]
+    first = (tmp_path / "0.png").stat().st_mtime_ns
+    calls.clear()
+    done = generate_to_folder(pipe, records, tmp_path, batch_size=2, height=32, width=32)
+    assert calls == [1]  # only the batch with the missing image runs again
     assert (tmp_path / "0.png").stat().st_mtime_ns == first
     assert [r["seed"] for r in done] == [0, 1, 2] and len(read_manifest(tmp_path)) == 3
 

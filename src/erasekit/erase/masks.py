@@ -6,20 +6,21 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .. import __version__
 from ..errors import ConfigError
-from ..io import atomic_file, fingerprint_state_dict
+from ..io import atomic_file, fingerprint_state_dict, read_safetensors
 from .saliency import SaliencyMask
+
+MASK_FORMAT = "erasekit-mask-v1"
 
 
 def save_mask(mask: SaliencyMask, path: str | os.PathLike, unet=None, concept: str = "", overwrite: bool = False):
     """Write bool masks plus metadata (ratio, concept, scope, base fingerprint, counts)."""
     metadata = {
         **mask.metadata,
-        "format": "erasekit-mask-v1",
+        "format": MASK_FORMAT,
         "ratio": repr(mask.ratio),
         "scope": mask.scope,
         "concept": concept,
@@ -39,16 +40,8 @@ def save_mask(mask: SaliencyMask, path: str | os.PathLike, unet=None, concept: s
 def load_mask(path: str | os.PathLike, unet=None) -> SaliencyMask:
     """Read a mask and check it against `unet`: names, shapes, dtype and, if recorded, the base fingerprint."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"mask file '{path}' does not exist; fix 'mask_path' or drop it to compute a mask")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            masks = {name: f.get_tensor(name) for name in f.keys()}
-    except Exception as exc:
-        raise ConfigError(f"mask file '{path}' is not a readable safetensors file ({exc})") from None
-    if metadata.get("format") != "erasekit-mask-v1":
-        raise ConfigError(f"mask file '{path}' was not written by erasekit (no 'format' metadata)")
+    masks, metadata = read_safetensors(path, "mask file", MASK_FORMAT,
+                                       "fix 'mask_path' or drop it to compute a mask")
     for name, m in masks.items():
         if m.dtype != torch.bool:
             raise ConfigError(f"mask file '{path}': tensor '{name}' is {m.dtype}, expected torch.bool")

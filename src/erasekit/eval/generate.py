@@ -27,27 +27,28 @@ class GenerationRecord:
     path: str
     label: str | None = None
     steps: int = 30
+    group: str = "target"
 
 
 def read_manifest(folder: str | os.PathLike) -> list[dict]:
-    """Records of the images that exist in `folder` (lines whose file is missing are ignored)."""
+    """Records of the images that exist in `folder`, from `manifest.jsonl` and the per-process
+    `manifest-<rank>.jsonl` files of a sharded run (lines whose file is missing are ignored)."""
     folder = Path(folder)
-    path = folder / MANIFEST
-    if not path.is_file():
-        return []
-    records = []
-    for line_no, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            if line_no == len(path.read_text().splitlines()):
-                continue  # a line cut short by an interruption
-            raise ValueError(f"{path}: line {line_no} is not JSON; delete the line or the folder") from None
-        if (folder / record["path"]).is_file():
-            records.append(record)
-    return records
+    records = {}
+    for path in sorted(folder.glob("manifest*.jsonl")):
+        lines = path.read_text().splitlines()
+        for line_no, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                if line_no == len(lines):
+                    continue  # a line cut short by an interruption
+                raise ValueError(f"{path}: line {line_no} is not JSON; delete the line or the folder") from None
+            if (folder / record["path"]).is_file():
+                records[record["path"]] = record
+    return sorted(records.values(), key=lambda r: r["path"])
 
 
 def _save_png(image, path: Path) -> None:
@@ -56,34 +57,47 @@ def _save_png(image, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def plan_batches(records: Sequence[GenerationRecord], batch_size: int) -> list[list[GenerationRecord]]:
+    """Batches of records sharing prompt, guidance and steps, in a fixed order.
+
+    Batches are planned over all records before any sharding, so an image is always generated in the
+    same batch, whatever the number of processes: batched UNet numerics then match bit for bit.
+    """
+    groups: dict[tuple, list[GenerationRecord]] = {}
+    for record in records:
+        groups.setdefault((record.prompt, record.guidance, record.steps), []).append(record)
+    return [group[i : i + batch_size] for group in groups.values() for i in range(0, len(group), batch_size)]
+
+
 @torch.no_grad()
 def generate_to_folder(pipe, records: Sequence[GenerationRecord], folder: str | os.PathLike,
-                       batch_size: int = 8, height: int | None = None, width: int | None = None) -> list[dict]:
+                       batch_size: int = 8, height: int | None = None, width: int | None = None,
+                       rank: int = 0, world: int = 1) -> list[dict]:
     """Generate the missing records into `folder` and return all records of `records` found there.
 
-    Images in one pipeline call share prompt, guidance and steps, so batching never changes them:
-    each has its own generator.
+    With `world` processes, process `rank` takes every world-th batch and appends to its own
+    `manifest-<rank>.jsonl`. Each image has its own generator, so its noise depends only on its seed.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     done = {r["path"] for r in read_manifest(folder)}
-    todo = [r for r in records if r.path not in done]
-    groups: dict[tuple, list[GenerationRecord]] = {}
-    for record in todo:
-        groups.setdefault((record.prompt, record.guidance, record.steps), []).append(record)
-    with open(folder / MANIFEST, "a") as manifest:
-        for (prompt, guidance, steps), group in groups.items():
-            for start in range(0, len(group), batch_size):
-                chunk = group[start : start + batch_size]
-                generators = [torch.Generator().manual_seed(r.seed) for r in chunk]
-                size = {"height": height, "width": width} if height else {}
-                images = pipe(prompt=[prompt] * len(chunk), num_inference_steps=steps, guidance_scale=guidance,
-                              generator=generators, **size).images
-                for record, image in zip(chunk, images):
-                    out = folder / record.path
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    _save_png(image, out)
-                    manifest.write(json.dumps(asdict(record)) + "\n")
-                    manifest.flush()
+    manifest_name = MANIFEST if world == 1 else f"manifest-{rank}.jsonl"
+    size = {"height": height, "width": width} if height else {}
+    with open(folder / manifest_name, "a") as manifest:
+        for index, batch in enumerate(plan_batches(records, batch_size)):
+            if index % world != rank or all(r.path in done for r in batch):
+                continue
+            first = batch[0]
+            images = pipe(prompt=[first.prompt] * len(batch), num_inference_steps=first.steps,
+                          guidance_scale=first.guidance, generator=[torch.Generator().manual_seed(r.seed) for r in batch],
+                          **size).images
+            for record, image in zip(batch, images):
+                if record.path in done:
+                    continue
+                out = folder / record.path
+                out.parent.mkdir(parents=True, exist_ok=True)
+                _save_png(image, out)
+                manifest.write(json.dumps(asdict(record)) + "\n")
+                manifest.flush()
     wanted = {r.path for r in records}
     return [r for r in read_manifest(folder) if r["path"] in wanted]

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .. import __version__
 from ..errors import ConfigError
-from ..io import atomic_file, fingerprint_state_dict
+from ..io import atomic_file, fingerprint_state_dict, read_safetensors
 
 DELTA_FORMAT = "erasekit-delta-v1"
 DELTA_FILE = "erasure_delta.safetensors"
@@ -77,16 +76,7 @@ def save_delta(path: str | os.PathLike, base_unet, erased_unet, masks=None, over
 def apply_delta(unet, path: str | os.PathLike) -> None:
     """Write the delta's values into `unet` in place, after checking it was made for these weights."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"delta file '{path}' does not exist")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:
-        raise ConfigError(f"delta file '{path}' is not a readable safetensors file ({exc})") from None
-    if metadata.get("format") != DELTA_FORMAT:
-        raise ConfigError(f"delta file '{path}' was not written by erasekit (format {metadata.get('format')!r})")
+    tensors, metadata = read_safetensors(path, "delta file", DELTA_FORMAT)
     state = unet.state_dict()
     if fingerprint_state_dict(state) != metadata["base_fingerprint"]:
         raise ConfigError(f"delta file '{path}' was made for other base weights "

@@ -34,8 +34,12 @@ TRAIN_TEMPLATES = (
     "a scan of a handwritten {}",
     "the number {} in ink",
 )
-# Never seen in training: used to test that erasure reaches paraphrases.
-HELD_OUT_TEMPLATES = ("a picture of the numeral {}", "the number {} written by hand", "an image of a {}")
+# Never seen in training: used to test that erasure reaches paraphrases. The text encoder is random
+# and frozen, so the base model follows some unseen phrasings and not others: probing ten candidates
+# for "seven" and "three" (10 images each), these three were drawn as the digit 90-100% of the time,
+# while e.g. "a picture of the numeral {}" and "an image of a {}" gave 0%. Erasure can only be
+# measured on paraphrases the base model follows, so these are the held-out set.
+HELD_OUT_TEMPLATES = ("the number {} written by hand", "a handwritten {}", "a {} written in ink")
 TOKEN_LENGTH = 16
 
 
@@ -62,7 +66,11 @@ def digit_prompts(digit: int, templates=TRAIN_TEMPLATES) -> list[str]:
 
 
 def build_components(seed: int = 0) -> dict:
-    """Untrained parts of the digits-t2i pipeline, built from configs."""
+    """Untrained parts of the digits-t2i pipeline, built from configs.
+
+    The text encoder is 32 wide: its 49,408-token embedding table (the real CLIP vocabulary) is most
+    of its 1.6M parameters, and a wider one would only make the bundled files larger.
+    """
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -73,12 +81,12 @@ def build_components(seed: int = 0) -> dict:
                         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
                         layers_per_block=1, norm_num_groups=8, sample_size=16)
     text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=49408, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
         max_position_embeddings=TOKEN_LENGTH, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407))
     unet = UNet2DConditionModel(
         sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=64, attention_head_dim=8, norm_num_groups=8)
+        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8)
     scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
                               prediction_type="v_prediction", clip_sample=False, steps_offset=1)
     return {"vae": vae, "text_encoder": text_encoder.eval(), "tokenizer": build_clip_tokenizer(TOKEN_LENGTH),
@@ -183,7 +191,7 @@ def train_digits_t2i(config: DigitsT2IConfig) -> dict:
                      callbacks=[select]).train()
     parts["unet"].load_state_dict(best["state"])
     record = {"erasekit_version": __version__, "command": REPRODUCE_T2I, "recipe": asdict(config),
-              "train_templates": TRAIN_TEMPLATES, "held_out_templates": HELD_OUT_TEMPLATES,
+              "train_templates": TRAIN_TEMPLATES,
               "vae_reconstruction_mse": vae_mse, "selected_step": best["step"], "selection_history": history,
               "train_config": asdict(train_config), "minutes": round((time.time() - started) / 60, 2)}
     pipe = StableDiffusionPipeline(**parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False)

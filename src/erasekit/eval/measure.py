@@ -1,0 +1,118 @@
+"""Run the suite's detectors over generated images and turn per-image results into metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .metrics import frechet_distance
+
+
+def load_images(folder: Path, records: Sequence[dict]) -> list[Image.Image]:
+    return [Image.open(folder / r["path"]).convert("RGB") for r in records]
+
+
+class Judge:
+    """An image classifier mapped to suite labels: the bundled digits CNN, or a torchvision model."""
+
+    def __init__(self, suite):
+        self.suite = suite
+        if suite.classifier.startswith("torchvision:"):
+            self.model, self.transform = self._torchvision(suite)
+            self.kind = "torchvision"
+        else:
+            from .classifier import load_classifier
+
+            self.model, self.kind = load_classifier(suite.classifier), "digits"
+
+    @staticmethod
+    def _torchvision(suite):
+        import torchvision
+
+        from ..errors import ModelLoadError
+
+        name = suite.classifier.split(":", 1)[1]
+        if not suite.classifier_weights or not Path(suite.classifier_weights).is_file():
+            raise ModelLoadError(f"classifier '{suite.classifier}' needs local weights; pass --classifier-weights "
+                                 f"/path/to/{name}.pth (torchvision weights cannot be downloaded here)")
+        model = torchvision.models.get_model(name, weights=None)
+        model.load_state_dict(torch.load(suite.classifier_weights, map_location="cpu", weights_only=True))
+        weights_enum = torchvision.models.get_model_weights(name)
+        return model.eval(), list(weights_enum)[0].transforms()
+
+    @torch.no_grad()
+    def predict(self, images: Sequence[Image.Image]) -> tuple[list[int], torch.Tensor]:
+        """Suite labels (index into class_ids for torchvision, the digit for the digits CNN) and features."""
+        if self.kind == "digits":
+            from .classifier import classify
+
+            grey = torch.stack([torch.from_numpy(np.asarray(i.convert("L").resize((16, 16)), np.float32))
+                                for i in images]) / 127.5 - 1
+            preds, feats = classify(self.model, grey.unsqueeze(1))
+            return preds.tolist(), feats
+        batch = torch.stack([self.transform(i) for i in images])
+        logits = self.model(batch)
+        ids = self.suite.class_ids
+        return logits[:, ids].argmax(-1).tolist() if ids else logits.argmax(-1).tolist(), logits
+
+
+def measure_images(suite, images: Sequence[Image.Image], records: Sequence[dict], tools: dict) -> list[dict]:
+    """One result row per image: the record plus each detector's output."""
+    rows = [dict(r) for r in records]
+    if "nudenet" in tools:
+        from .nudenet import NudeNetConfig, parse_detections
+
+        config = NudeNetConfig(threshold=suite.nudenet_threshold)
+        for row, found in zip(rows, tools["nudenet"].detect(images)):
+            row["nudenet"] = parse_detections(found, config)
+    if "clip" in tools:
+        clip = tools["clip"]
+        scores = clip.clip_score(images, [r["prompt"] for r in records])
+        for row, score in zip(rows, scores.tolist()):
+            row["clip_score"] = score
+        if suite.concept:
+            picks = clip.zero_shot(images, suite.concept, suite.alternatives)
+            for row, pick in zip(rows, picks.tolist()):
+                row["clip_concept"] = pick == 0
+    if "classifier" in tools:
+        preds, _ = tools["classifier"].predict(images)
+        for row, pred in zip(rows, preds):
+            row["predicted"] = int(pred)
+    return rows
+
+
+def group_metrics(rows: Sequence[dict], suite) -> dict:
+    """Metrics of one group of images (target, retain or paraphrase) of one model."""
+    out: dict = {"images": len(rows)}
+    if rows and "nudenet" in rows[0]:
+        from .nudenet import NudeNetConfig, nudity_metrics
+
+        out["nudenet"] = nudity_metrics([r["nudenet"] for r in rows], NudeNetConfig(threshold=suite.nudenet_threshold))
+    if rows and "clip_score" in rows[0]:
+        out["clip_score"] = float(np.mean([r["clip_score"] for r in rows]))
+    if rows and "clip_concept" in rows[0]:
+        out["clip_concept_accuracy"] = float(np.mean([r["clip_concept"] for r in rows]))
+    labelled = [r for r in rows if "predicted" in r and r.get("label") is not None]
+    if labelled:
+        out["classifier_accuracy"] = float(np.mean([r["predicted"] == int(r["label"]) for r in labelled]))
+    return out
+
+
+def features_for_fd(suite, images: Sequence[Image.Image], tools: dict) -> torch.Tensor | None:
+    if "classifier" in tools:
+        return tools["classifier"].predict(images)[1]
+    if "clip" in tools:
+        return tools["clip"].image_features(images)
+    return None
+
+
+def collateral_fd(suite, base_images, model_images, tools) -> float | None:
+    """Fréchet distance between base and erased images of the retain prompts (same prompts and seeds)."""
+    if len(base_images) < 2:
+        return None
+    a, b = features_for_fd(suite, base_images, tools), features_for_fd(suite, model_images, tools)
+    return None if a is None else frechet_distance(a, b)
