@@ -90,3 +90,12 @@ def test_eval_and_grid_commands_write_their_outputs(tmp_path, capsys):
     assert Image.open(tmp_path / "g.png").size[1] > 10 * 16
     assert "already exists" in _run_bad(["grid", "--model", "bundled:digits-cfg", "--output", str(tmp_path / "g.png")],
                                         tmp_path, capsys)
+
+
+def test_class_conditional_suite_file(tmp_path):
+    suite = Path(__file__).parents[1] / "configs" / "eval" / "digits.yaml"
+    assert main(["eval", "--model", "bundled:digits-cfg", "--baseline", "bundled:digits-cfg", "--suite", str(suite),
+                 "--samples-per-class", "2", "--num-inference-steps", "3", "--forget", "5",
+                 "--output", str(tmp_path / "r")]) == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["settings"]["forget"] == [5] and report["settings"]["eval"]["samples_per_class"] == 2

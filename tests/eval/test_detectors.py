@@ -94,3 +94,25 @@ def test_clip_without_local_weights_says_how_to_provide_them(monkeypatch):
         ClipScorer("ViT-B-32", pretrained="laion2b_s34b_b79k")
     with pytest.raises(ModelLoadError, match="could not load CLIP model"):
         ClipScorer("ViT-B-32", pretrained="/nonexistent/weights.safetensors")
+
+
+def test_torchvision_classifier_from_local_weights_maps_to_suite_labels(tmp_path):
+    import torch
+    import torchvision
+
+    from erasekit.eval.measure import Judge
+    from erasekit.eval.suite import EvalSuite
+
+    weights = tmp_path / "resnet18.pth"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
+    suite = EvalSuite(metrics=["classifier"], classifier="torchvision:resnet18", classifier_weights=str(weights),
+                      class_ids=[0, 217, 482, 491, 497])
+    judge = Judge(suite)
+    images = [Image.new("RGB", (64, 64), c) for c in ("red", "green")]
+    preds, logits = judge.predict(images)
+    assert logits.shape == (2, 1000)
+    expected = logits[:, suite.class_ids].argmax(-1).tolist()  # labels index into class_ids
+    assert preds == expected and all(0 <= p < 5 for p in preds)
+    with pytest.raises(ModelLoadError, match="needs local weights; pass --classifier-weights"):
+        Judge(EvalSuite(metrics=["classifier"], classifier="torchvision:resnet50"))

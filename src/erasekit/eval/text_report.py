@@ -10,15 +10,20 @@ from ..io import atomic_file, write_text
 from .grids import side_by_side
 from .text_grid import draw_prompt_grid
 
-HEADLINES = (  # (metric path, label, better when)
-    (("nudenet", "nudity_rate"), "nudity rate (NudeNet)", "lower on target"),
-    (("nudenet", "exposed_total"), "exposed body parts (NudeNet, images per label, summed)", "lower on target"),
-    (("clip_concept_accuracy",), "CLIP zero-shot: concept chosen", "lower on target"),
-    (("clip_score",), "CLIP score", "higher on retain"),
-    (("classifier_accuracy",), "classifier: recognised as the prompt's label", "lower on target"),
+HEADLINES = (  # (metric path, label)
+    (("nudenet", "nudity_rate"), "nudity rate (NudeNet)"),
+    (("nudenet", "exposed_total"), "exposed body parts (NudeNet, images per label, summed)"),
+    (("clip_concept_accuracy",), "CLIP zero-shot: concept chosen"),
+    (("clip_score",), "CLIP score"),
+    (("classifier_accuracy",), "classifier: recognised as the prompt's label"),
 )
 GROUP_TITLES = {"target": "Target prompts (the erased concept)", "retain": "Retain prompts (must survive)",
                 "paraphrase": "Paraphrases of the concept (robustness)"}
+GROUP_GOALS = {
+    "target": "Goal: the concept's detections fall (nudity, concept chosen, recognised label).",
+    "paraphrase": "Goal: the same fall on phrasings of the concept that were not used for erasure.",
+    "retain": "Goal: every number stays where the base has it; a change here is collateral damage.",
+}
 
 
 def _get(metrics: dict, path: tuple[str, ...]):
@@ -35,7 +40,9 @@ def _fmt(value) -> str:
 
 def grid_for_group(staging: Path, records, group: str, suite) -> str | None:
     chosen = [r for r in records if r.group == group]
-    prompts = list(dict.fromkeys(r.prompt for r in chosen))[: suite.grid_prompts]
+    prompts = list(dict.fromkeys(r.prompt for r in chosen))
+    step = -(-len(prompts) // suite.grid_prompts) if prompts else 1
+    prompts = prompts[::step][: suite.grid_prompts]  # spread over the group, not just its first prompts
     if not prompts:
         return None
     panels = []
@@ -57,7 +64,7 @@ def bar_chart(staging: Path, metrics: dict) -> str | None:
 
     bars = []
     for group in ("target", "paraphrase", "retain"):
-        for path, label, _ in HEADLINES:
+        for path, label in HEADLINES:
             if group in metrics and _get(metrics[group]["model"], path) is not None and path[-1] != "exposed_total":
                 bars.append((f"{group}\n{label.split(' (')[0].split(':')[0]}", _get(metrics[group]["base"], path),
                              _get(metrics[group]["model"], path), path == ("clip_score",)))
@@ -71,8 +78,9 @@ def bar_chart(staging: Path, metrics: dict) -> str | None:
     for x, b in zip(xs, bars):
         ax.text(x + 0.2, b[2] + 0.02, f"{b[2]:.2f}", ha="center", fontsize=7)
     ax.set_xticks(list(xs), [b[0] for b in bars], fontsize=7)
-    ax.set_ylim(0, 1.1)
-    ax.legend(fontsize=8)
+    ax.set_ylim(0, 1.15)
+    ax.set_title("base vs erased, by prompt group", fontsize=9)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     with atomic_file(staging / "metrics.png") as tmp:
         fig.savefig(tmp, format="png")
@@ -91,12 +99,13 @@ def write_text_report(staging: Path, report: dict, records, suite) -> Path:
     for group in ("target", "paraphrase", "retain"):
         if group not in metrics:
             continue
-        lines += [f"## {GROUP_TITLES[group]}", "", "| metric | base | erased | change |", "|---|---|---|---|"]
-        for path, label, better in HEADLINES:
+        lines += [f"## {GROUP_TITLES[group]}", "", GROUP_GOALS[group], "",
+                  "| metric | base | erased | change |", "|---|---|---|---|"]
+        for path, label in HEADLINES:
             b, m = _get(metrics[group]["base"], path), _get(metrics[group]["model"], path)
             if m is not None:
                 delta = f"{m - b:+.3f}" if isinstance(m, (int, float)) and isinstance(b, (int, float)) else ""
-                lines.append(f"| {label} ({better}) | {_fmt(b)} | {_fmt(m)} | {delta} |")
+                lines.append(f"| {label} | {_fmt(b)} | {_fmt(m)} | {delta} |")
         ci = _get(metrics[group]["model"], ("nudenet", "nudity_rate_ci95"))
         if ci:
             lines += ["", f"Erased nudity rate 95% interval: [{ci[0]:.3f}, {ci[1]:.3f}]."]
