@@ -106,17 +106,25 @@ def erase_run(config, device, checkpointing: bool, steps: int, warmup: int, batc
     return result
 
 
-def generation_run(device, batch: int, steps: int) -> dict:
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
+def sd15_vae_and_text_encoder(device):
+    """SD-1.5-shaped VAE and CLIP text encoder with random weights."""
+    from diffusers import AutoencoderKL
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    dtype = torch.bfloat16
     with torch.device(device):
         vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
                             up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, layers_per_block=2,
                             sample_size=512)
         text = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
                                             num_attention_heads=12, max_position_embeddings=77))
+    return vae, text
+
+
+def generation_run(device, batch: int, steps: int) -> dict:
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    dtype = torch.bfloat16
+    vae, text = sd15_vae_and_text_encoder(device)
     unet = build_unet(SD15_UNET, device)
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=None, unet=unet, scheduler=scheduler,
@@ -139,17 +147,12 @@ def generation_run(device, batch: int, steps: int) -> dict:
 
 def eval_generation_run(device, batch: int, images: int, tokenizer_dir: str) -> dict:
     """SD-1.5-size generation through the eval's path: prompts, per-image seeds, PNG + manifest."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTokenizer
 
     from erasekit.eval.generate import GenerationRecord, generate_to_folder
 
-    with torch.device(device):
-        vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                            up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, layers_per_block=2,
-                            sample_size=512)
-        text = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                                            num_attention_heads=12, max_position_embeddings=77))
+    vae, text = sd15_vae_and_text_encoder(device)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=CLIPTokenizer.from_pretrained(tokenizer_dir),
                                    unet=build_unet(SD15_UNET, device), safety_checker=None, feature_extractor=None,
                                    scheduler=DDIMScheduler(beta_start=0.00085, beta_end=0.012, clip_sample=False,

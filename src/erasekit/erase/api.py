@@ -191,7 +191,7 @@ def run_erase(cfg: Configs) -> EraseResult:
     erased.save_pretrained(staging)
     save_delta(staging / DELTA_FILE, base.unet, unet, method.mask.masks if method.mask else None, overwrite=True)
     metrics: dict[str, Any] = {"train": last}
-    report_path = _evaluate(cfg, erased, base, concept, staging, metrics)
+    report_path = _evaluate(cfg, erased, base, concept, staging, metrics, accelerator.device)
     record = {
         "erasekit_version": __version__,
         "base_model": run.pretrained_model_name_or_path,
@@ -218,7 +218,7 @@ def run_erase(cfg: Configs) -> EraseResult:
     return EraseResult(out, out / "mask.safetensors" if method.mask is not None else None, final_report, metrics)
 
 
-def _evaluate(cfg: Configs, erased, base, concept, staging: Path, metrics: dict) -> Path | None:
+def _evaluate(cfg: Configs, erased, base, concept, staging: Path, metrics: dict, device) -> Path | None:
     from ..pipelines.pipeline_class_conditional import ClassConditionalPipeline
 
     if not cfg.run.evaluate:
@@ -233,7 +233,7 @@ def _evaluate(cfg: Configs, erased, base, concept, staging: Path, metrics: dict)
         return staging / "report" / "report.md"
     from ..eval.text_grid import write_prompt_grid
 
-    grid = write_prompt_grid(base, erased, concept, cfg, staging / "report" / "grid.png")
+    grid = write_prompt_grid(base, erased, concept, cfg, staging / "report" / "grid.png", device)
     return grid
 
 

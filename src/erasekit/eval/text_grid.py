@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
@@ -40,21 +39,20 @@ def draw_prompt_grid(rows: list[list[Image.Image]], prompts: list[str], title: s
     return canvas
 
 
-def write_prompt_grid(base, erased, concept: dict, cfg, path: Path) -> Path:
+def write_prompt_grid(base, erased, concept: dict, cfg, path: Path, device="cpu") -> Path:
     """Base | erased grid over the forget prompts and the retain prompts, same seeds on both sides."""
     prompts = list(concept["forget_prompts"]) + list(concept["retain_prompts"])[:4]
     resolution = cfg.concept.resolution
     panels = []
     for name, pipe in (("base", base), ("erased", erased)):
         pipe.set_progress_bar_config(disable=True)
+        pipe.to(device)  # on the training device: 512 px grids on CPU would take minutes
         rows = prompt_rows(pipe, prompts, steps=cfg.concept.generation_steps,
                            guidance=cfg.concept.generation_guidance, resolution=resolution)
+        pipe.to("cpu")
         panels.append(draw_prompt_grid(rows, prompts, name))
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as tmp:
         side_by_side(panels).save(tmp, format="PNG")
     return path
 
-
-def pil_to_array(image: Image.Image) -> np.ndarray:
-    return np.asarray(image.convert("RGB"))
