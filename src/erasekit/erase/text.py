@@ -140,6 +140,9 @@ def build_text_task(pipe, scheduler, concept: TextConceptConfig, seed: int, devi
                     base_fingerprint: str) -> TextToImageTask:
     """Gather (or generate) forget and retain images, encode them and the prompts, build the task."""
     concept.require_prompts()
+    for name in ("vae", "text_encoder", "text_encoder_2"):  # frozen: only the UNet is trained
+        if getattr(pipe, name, None) is not None:
+            getattr(pipe, name).requires_grad_(False)
     resolution = concept.resolution or default_resolution(pipe)
     retain_prompts = concept.retain_prompts or concept.anchor_prompts
     pipe.to(device)
