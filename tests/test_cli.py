@@ -99,3 +99,22 @@ def test_class_conditional_suite_file(tmp_path):
                  "--output", str(tmp_path / "r")]) == 0
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert report["settings"]["forget"] == [5] and report["settings"]["eval"]["samples_per_class"] == 2
+
+
+def test_bad_apply_push_and_suite_input(tmp_path, capsys):
+    delta = tmp_path / "delta.safetensors"
+    line = _run_bad(["apply", "bundled:digits-cfg", str(delta), str(tmp_path / "out")], tmp_path, capsys)
+    assert "delta file" in line and "does not exist" in line
+    line = _run_bad(["apply", str(tmp_path / "nobase"), str(delta), str(tmp_path / "out")], tmp_path, capsys)
+    assert "does not exist" in line
+    line = _run_bad(["push", str(tmp_path / "missing"), "--repo-id", "org/name"], tmp_path, capsys)
+    assert "is not a directory" in line
+    line = _run_bad(["eval", "--model", "bundled:digits-cfg", "--suite", str(tmp_path / "none.yaml")], tmp_path, capsys)
+    assert "config file" in line and "does not exist" in line
+    suite = Path(__file__).parents[1] / "configs" / "eval" / "digits-t2i.yaml"
+    line = _run_bad(["eval", "--model", "bundled:digits-cfg", "--baseline", "bundled:digits-cfg", "--suite", str(suite),
+                     "--output", str(tmp_path / "r")], tmp_path, capsys)
+    assert "ClassConditionalPipeline" in line and "text-to-image" in line
+    line = _run_bad(["eval", "--model", "bundled:digits-t2i", "--suite", str(suite), "--output", str(tmp_path / "r")],
+                    tmp_path, capsys)
+    assert "--baseline BASE" in line

@@ -116,7 +116,7 @@ def _eval_prompt_suite(suite_path: str, values: dict, raw: frozenset) -> int:
 
 def cmd_grid(args, rest) -> int:
     from .eval.class_conditional import ClassEvalConfig, generate_class_samples
-    from .eval.evaluate import _load_class_pipeline
+    from .eval.evaluate import load_class_pipeline
     from .eval.grids import image_grid, side_by_side
     from .io import atomic_file, check_output_free
 
@@ -129,7 +129,7 @@ def cmd_grid(args, rest) -> int:
     for name, model in (("base", cmd.baseline), ("erased" if cmd.baseline else "model", cmd.model)):
         if model is None:
             continue
-        pipe = _load_class_pipeline(model)
+        pipe = load_class_pipeline(model)
         images, labels = generate_class_samples(pipe, config)
         rows = [str(c) for c in range(pipe.num_classes)]
         panels.append(image_grid(images, labels, rows, cmd.columns, title=name, highlight_rows=cmd.forget))

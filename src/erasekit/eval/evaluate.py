@@ -38,7 +38,7 @@ def load_any_pipeline(model, **options):
     return pipe
 
 
-def _load_class_pipeline(model):
+def load_class_pipeline(model):
     from ..pipelines.pipeline_class_conditional import ClassConditionalPipeline
 
     pipe = load_any_pipeline(model)
@@ -113,8 +113,8 @@ def evaluate(model, baseline=None, forget: Sequence[int] = (0,), output_dir: str
         config: sampling and classifier settings; keyword `overrides` replace its fields.
     """
     config = ClassEvalConfig(**{**(asdict(config) if config else {}), **overrides})
-    pipe = _load_class_pipeline(model)
-    base = _load_class_pipeline(baseline) if baseline is not None else None
+    pipe = load_class_pipeline(model)
+    base = load_class_pipeline(baseline) if baseline is not None else None
     settings = {"model": str(model), "baseline": str(baseline) if baseline is not None else None}
     if output_dir is None:
         return run_class_evaluation(pipe, base, forget, config, None, settings)
