@@ -96,7 +96,8 @@ def erase_run(config, device, checkpointing: bool, steps: int, warmup: int, batc
         base = type(unet).from_config(unet.config)
         base.load_state_dict(base_state)
         with tempfile.TemporaryDirectory() as tmp:
-            path = save_delta(Path(tmp) / "delta.safetensors", base, trainer.unet.to("cpu"), method.mask.masks)
+            path = Path(tmp) / "delta.safetensors"
+            save_delta(path, base, trainer.unet.to("cpu"), method.mask.masks)
             unet_bytes = sum(v.numel() * v.element_size() for v in base_state.values())
             result.update(delta_bytes=path.stat().st_size, unet_bytes=unet_bytes,
                           delta_fraction_of_unet=round(path.stat().st_size / unet_bytes, 4))

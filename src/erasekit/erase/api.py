@@ -152,7 +152,8 @@ def _train(cfg: Configs, staging: Path, base, base_fingerprint: str, accelerator
         unet.to(accelerator.device)
         method.prepare(unet, task, torch.Generator().manual_seed(run.seed), shard_of(accelerator))
         if method.mask is not None and accelerator.is_main_process:
-            save_mask(method.mask, staging / "mask.safetensors", base.unet, concept=concept["name"], overwrite=True)
+            save_mask(method.mask, staging / "mask.safetensors", concept=concept["name"], overwrite=True,
+                      base_fingerprint=base_fingerprint)
         trainer = EraseTrainer(unet, method, task, run, staging, accelerator=accelerator)
         last = trainer.train()
     except BaseException:
@@ -189,14 +190,15 @@ def run_erase(cfg: Configs) -> EraseResult:
         return EraseResult(Path(run.output_dir), None, None, {})
     erased = _erased_pipeline(base, unet)
     erased.save_pretrained(staging)
-    save_delta(staging / DELTA_FILE, base.unet, unet, method.mask.masks if method.mask else None, overwrite=True)
+    delta = save_delta(staging / DELTA_FILE, base.unet, unet, method.mask.masks if method.mask else None,
+                       overwrite=True, base_fingerprint=base_fingerprint)
     metrics: dict[str, Any] = {"train": last}
     report_path = _evaluate(cfg, erased, base, concept, staging, metrics, accelerator.device)
     record = {
         "erasekit_version": __version__,
         "base_model": run.pretrained_model_name_or_path,
         "base_fingerprint": base_fingerprint,
-        "erased_fingerprint": fingerprint_state_dict(unet.state_dict()),
+        "erased_fingerprint": delta["erased_fingerprint"],
         "concept": concept,
         "method": run.method,
         "config": {"run": asdict(run), "method": asdict(cfg.method), "eval": asdict(cfg.eval),
@@ -210,11 +212,11 @@ def run_erase(cfg: Configs) -> EraseResult:
         "minutes": round((time.time() - started) / 60, 2),
     }
     write_json(staging / "erasure.json", record)
-    _write_card(staging, record, run.pretrained_model_name_or_path, report_path)
+    _write_card(staging, record, run.pretrained_model_name_or_path)
     shutil.rmtree(staging / CHECKPOINT_DIR, ignore_errors=True)
     commit_dir(staging, run.output_dir, run.overwrite)
     out = Path(run.output_dir)
-    final_report = out / "report" / "report.md" if report_path else None
+    final_report = out / report_path.relative_to(staging) if report_path else None
     return EraseResult(out, out / "mask.safetensors" if method.mask is not None else None, final_report, metrics)
 
 
@@ -233,11 +235,10 @@ def _evaluate(cfg: Configs, erased, base, concept, staging: Path, metrics: dict,
         return staging / "report" / "report.md"
     from ..eval.text_grid import write_prompt_grid
 
-    grid = write_prompt_grid(base, erased, concept, cfg, staging / "report" / "grid.png", device)
-    return grid
+    return write_prompt_grid(base, erased, concept, cfg, staging / "report" / "grid.png", device)
 
 
-def _write_card(staging: Path, record: dict, base_name: str, report_path: Path | None) -> None:
+def _write_card(staging: Path, record: dict, base_name: str) -> None:
     from ..pipelines.card import model_card
     from ..pipelines.loading import resolve_model_path
 

@@ -16,8 +16,12 @@ from .saliency import SaliencyMask
 MASK_FORMAT = "erasekit-mask-v1"
 
 
-def save_mask(mask: SaliencyMask, path: str | os.PathLike, unet=None, concept: str = "", overwrite: bool = False):
-    """Write bool masks plus metadata (ratio, concept, scope, base fingerprint, counts)."""
+def save_mask(mask: SaliencyMask, path: str | os.PathLike, unet=None, concept: str = "", overwrite: bool = False,
+              base_fingerprint: str | None = None):
+    """Write bool masks plus metadata (ratio, concept, scope, base fingerprint, counts).
+
+    The fingerprint is `base_fingerprint` if given, else computed from `unet`.
+    """
     metadata = {
         **mask.metadata,
         "format": MASK_FORMAT,
@@ -28,8 +32,8 @@ def save_mask(mask: SaliencyMask, path: str | os.PathLike, unet=None, concept: s
         "total": str(mask.total),
         "erasekit_version": __version__,
     }
-    if unet is not None:
-        metadata["base_fingerprint"] = fingerprint_state_dict(unet.state_dict())
+    if base_fingerprint or unet is not None:
+        metadata["base_fingerprint"] = base_fingerprint or fingerprint_state_dict(unet.state_dict())
     tensors = {name: m.to("cpu", torch.bool).contiguous() for name, m in mask.masks.items()}
     with atomic_file(path, overwrite) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)

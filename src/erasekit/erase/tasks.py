@@ -95,7 +95,6 @@ class ClassConditionalTask(ConditionTask):
         is_forget = torch.isin(labels, torch.tensor(self.forget, dtype=labels.dtype))
         super().__init__(scheduler, images[is_forget], labels[is_forget], images[~is_forget], labels[~is_forget],
                          [target_label] if target_label is not None else kept, null=num_classes)
-        self.num_classes = num_classes
 
     @classmethod
     def for_unet(cls, unet, scheduler, images, labels, forget, target_label=None) -> ClassConditionalTask:

@@ -102,7 +102,7 @@ def group_metrics(rows: Sequence[dict], suite) -> dict:
     return out
 
 
-def features_for_fd(suite, images: Sequence[Image.Image], tools: dict) -> torch.Tensor | None:
+def features_for_fd(images: Sequence[Image.Image], tools: dict) -> torch.Tensor | None:
     if "classifier" in tools:
         return tools["classifier"].predict(images)[1]
     if "clip" in tools:
@@ -110,9 +110,9 @@ def features_for_fd(suite, images: Sequence[Image.Image], tools: dict) -> torch.
     return None
 
 
-def collateral_fd(suite, base_images, model_images, tools) -> float | None:
+def collateral_fd(base_images, model_images, tools) -> float | None:
     """Fréchet distance between base and erased images of the retain prompts (same prompts and seeds)."""
     if len(base_images) < 2:
         return None
-    a, b = features_for_fd(suite, base_images, tools), features_for_fd(suite, model_images, tools)
+    a, b = features_for_fd(base_images, tools), features_for_fd(model_images, tools)
     return None if a is None else frechet_distance(a, b)

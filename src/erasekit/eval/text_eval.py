@@ -90,22 +90,23 @@ def measure_run(staging: Path, suite: EvalSuite, records) -> tuple[dict, dict]:
     """Per-image results of both sides, and metrics per group and side."""
     tools = detector_tools(suite)
     wanted = {r.path for r in records}
-    results, metrics = {}, {}
+    results, metrics, images = {}, {}, {}
     for side in SIDES:
         folder = staging / "images" / side
         done = [r for r in read_manifest(folder) if r["path"] in wanted]
         if len(done) != len(wanted):
             raise RuntimeError(f"{len(wanted) - len(done)} images of '{side}' are missing after generation")
-        results[side] = measure_images(suite, load_images(folder, done), done, tools)
+        images[side] = load_images(folder, done)
+        results[side] = measure_images(suite, images[side], done, tools)
     for group in GROUPS:
         rows = {side: [r for r in results[side] if r["group"] == group] for side in SIDES}
         if rows["model"]:
             metrics[group] = {side: group_metrics(rows[side], suite) for side in SIDES}
-    retain = [r for r in results["base"] if r["group"] == "retain"]
+    # Both sides list the same paths in the same (sorted) order, so positions pair base and erased images.
+    retain = [i for i, r in enumerate(results["base"]) if r["group"] == "retain"]
     if retain:
-        base_imgs = load_images(staging / "images" / "base", retain)
-        model_imgs = load_images(staging / "images" / "model", retain)
-        metrics["collateral"] = {"fd_base_vs_model_retain": collateral_fd(suite, base_imgs, model_imgs, tools)}
+        base_imgs, model_imgs = ([images[side][i] for i in retain] for side in SIDES)
+        metrics["collateral"] = {"fd_base_vs_model_retain": collateral_fd(base_imgs, model_imgs, tools)}
     return results, metrics
 
 

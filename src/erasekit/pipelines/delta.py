@@ -57,20 +57,22 @@ def payload_bytes(tensors: dict[str, torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
-def save_delta(path: str | os.PathLike, base_unet, erased_unet, masks=None, overwrite: bool = False) -> Path:
+def save_delta(path: str | os.PathLike, base_unet, erased_unet, masks=None, overwrite: bool = False,
+               base_fingerprint: str | None = None) -> dict[str, str]:
+    """Write the delta and return its metadata (fingerprints of base and erased weights, sizes)."""
     base, erased = base_unet.state_dict(), erased_unet.state_dict()
     tensors = compute_delta(base, erased, masks)
     metadata = {
         "format": DELTA_FORMAT,
         "erasekit_version": __version__,
-        "base_fingerprint": fingerprint_state_dict(base),
+        "base_fingerprint": base_fingerprint or fingerprint_state_dict(base),
         "erased_fingerprint": fingerprint_state_dict(erased),
         "changed_entries": str(sum(v.numel() for k, v in tensors.items() if k.endswith(".values"))),
         "payload_bytes": str(payload_bytes(tensors)),
     }
     with atomic_file(path, overwrite) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
-    return Path(path)
+    return metadata
 
 
 def apply_delta(unet, path: str | os.PathLike) -> None:
