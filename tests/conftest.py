@@ -21,6 +21,23 @@ def tiny_task(tiny_pipe):
     return ClassConditionalTask.for_unet(tiny_pipe.unet, scheduler, images, labels, forget=[1])
 
 
+@pytest.fixture(scope="session")
+def tiny_clip_name(tmp_path_factory):
+    """Registers a 16-dimensional open_clip architecture (random weights) and returns its name."""
+    import json
+
+    import open_clip
+
+    folder = tmp_path_factory.mktemp("clip")
+    (folder / "erasekit-tiny-clip.json").write_text(json.dumps({
+        "embed_dim": 16,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    }))
+    open_clip.add_model_config(folder)
+    return "erasekit-tiny-clip"
+
+
 @pytest.fixture(autouse=True)
 def fresh_accelerator_state():
     """Accelerate keeps a process-wide singleton; each test builds its own Accelerator."""

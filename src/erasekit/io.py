@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
+from typing import Any
 from pathlib import Path
 
 import torch
@@ -123,3 +124,16 @@ def read_safetensors(path: str | os.PathLike, what: str, expected_format: str, m
     if metadata.get("format") != expected_format:
         raise ConfigError(f"{what} '{path}' was not written by erasekit (format {metadata.get('format')!r})")
     return tensors, metadata
+
+
+def portable(value: Any) -> Any:
+    """`value` with local filesystem paths cut to their last component: records name no user's directories."""
+    if isinstance(value, dict):
+        return {k: portable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v) for v in value]
+    if isinstance(value, str):
+        prefix, _, rest = value.rpartition(":") if value.startswith("local-dir:") else ("", "", value)
+        if os.path.isabs(rest) or os.sep in rest and os.path.exists(rest):
+            return f"{prefix}:{Path(rest).name}" if prefix else Path(rest).name
+    return value

@@ -15,6 +15,7 @@ from PIL import Image
 from ..config import check
 from ..errors import ConfigError
 from ..eval.generate import GenerationRecord, generate_to_folder
+from ..pipelines.inference import autocast, encode_images
 from .tasks import TextToImageTask
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -59,11 +60,11 @@ def cache_root() -> Path:
     return Path(os.environ.get("ERASEKIT_CACHE", Path.home() / ".cache" / "erasekit"))
 
 
-def _cache_dir(concept: TextConceptConfig, base_fingerprint: str, side: str, prompts, seed: int) -> Path:
+def _cache_dir(concept: TextConceptConfig, base_fingerprint: str, side: str, prompts, seed: int, dtype) -> Path:
     if concept.data_cache_dir:
         return Path(concept.data_cache_dir) / side
     key = json.dumps([base_fingerprint, prompts, seed, concept.num_images_per_prompt, concept.generation_steps,
-                      concept.generation_guidance, concept.resolution])
+                      concept.generation_guidance, concept.resolution, str(dtype)])
     return cache_root() / "data" / hashlib.sha256(key.encode()).hexdigest()[:16] / side
 
 
@@ -87,7 +88,7 @@ def folder_images(folder: str | os.PathLike, default_prompt: str | None) -> list
     return pairs
 
 
-def generated_images(pipe, prompts, folder: Path, concept: TextConceptConfig, seed: int, resolution: int):
+def generated_images(pipe, prompts, folder: Path, concept: TextConceptConfig, seed: int, resolution: int, dtype):
     records = [
         GenerationRecord(prompt=p, seed=seed + j * concept.num_images_per_prompt + i,
                          guidance=concept.generation_guidance, steps=concept.generation_steps,
@@ -95,7 +96,8 @@ def generated_images(pipe, prompts, folder: Path, concept: TextConceptConfig, se
         for j, p in enumerate(prompts) for i in range(concept.num_images_per_prompt)
     ]
     pipe.set_progress_bar_config(disable=True)
-    done = generate_to_folder(pipe, records, folder, concept.generation_batch_size, resolution, resolution)
+    done = generate_to_folder(pipe, records, folder, concept.generation_batch_size, resolution, resolution,
+                              dtype=dtype)
     return [(folder / r["path"], r["prompt"]) for r in done]
 
 
@@ -108,27 +110,21 @@ def _load_images(paths, resolution: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_latents(vae, images: torch.Tensor, device, dtype, batch_size: int = 8) -> torch.Tensor:
-    """VAE posterior means times the scaling factor, in float32 on CPU."""
-    vae.to(device, dtype)
-    out = [vae.encode(images[i : i + batch_size].to(device, dtype)).latent_dist.mean
-           for i in range(0, len(images), batch_size)]
-    return torch.cat(out).float().cpu() * vae.config.scaling_factor
-
-
-@torch.no_grad()
 def encode_prompt_table(pipe, prompts: list[str], device, dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Text embeddings (and SDXL pooled embeddings) of every prompt; row 0 must be the null prompt ""."""
-    for name in ("text_encoder", "text_encoder_2"):
-        if getattr(pipe, name, None) is not None:
-            getattr(pipe, name).to(device, dtype)
-    if hasattr(pipe, "text_encoder_2"):
-        embeds, _, pooled, _ = pipe.encode_prompt(prompts, device=device, num_images_per_prompt=1,
-                                                  do_classifier_free_guidance=False)
-        if pipe.config.force_zeros_for_empty_prompt:
-            embeds[0], pooled[0] = 0, 0  # SDXL's unconditional branch is all zeros
-        return embeds.float().cpu(), pooled.float().cpu()
-    embeds, _ = pipe.encode_prompt(prompts, device=device, num_images_per_prompt=1, do_classifier_free_guidance=False)
+    """Text embeddings (and SDXL pooled embeddings) of every prompt; row 0 must be the null prompt "".
+
+    The encoders keep their own dtype; `dtype` autocasts float32 encoders.
+    """
+    encoder = pipe.text_encoder
+    with autocast(device, dtype, encoder.dtype):
+        if hasattr(pipe, "text_encoder_2"):
+            embeds, _, pooled, _ = pipe.encode_prompt(prompts, device=device, num_images_per_prompt=1,
+                                                      do_classifier_free_guidance=False)
+            if pipe.config.force_zeros_for_empty_prompt:
+                embeds[0], pooled[0] = 0, 0  # SDXL's unconditional branch is all zeros
+            return embeds.float().cpu(), pooled.float().cpu()
+        embeds, _ = pipe.encode_prompt(prompts, device=device, num_images_per_prompt=1,
+                                       do_classifier_free_guidance=False)
     return embeds.float().cpu(), None
 
 
@@ -152,15 +148,15 @@ def build_text_task(pipe, scheduler, concept: TextConceptConfig, seed: int, devi
         if folder:
             pairs = folder_images(folder, prompts[0] if len(prompts) == 1 else None)
         else:
-            cache = _cache_dir(concept, base_fingerprint, side, prompts, seed)
+            cache = _cache_dir(concept, base_fingerprint, side, prompts, seed, dtype)
             pairs = generated_images(pipe, prompts, cache, concept, seed + (0 if side == "forget" else 10**6),
-                                     resolution)
+                                     resolution, dtype)
         sides[side] = pairs
     table = [""] + sorted({*concept.forget_prompts, *concept.anchor_prompts, *retain_prompts,
                            *(p for pairs in sides.values() for _, p in pairs)})
     index = {p: i for i, p in enumerate(table)}
     embeds, pooled = encode_prompt_table(pipe, table, device, dtype)
-    latents = {s: encode_latents(pipe.vae, _load_images([p for p, _ in pairs], resolution), device, dtype)
+    latents = {s: encode_images(pipe.vae, _load_images([p for p, _ in pairs], resolution), device, dtype)
                for s, pairs in sides.items()}
     ids = {s: torch.tensor([index[p] for _, p in pairs]) for s, pairs in sides.items()}
     time_ids = torch.tensor([resolution, resolution, 0, 0, resolution, resolution], dtype=torch.float32) \

@@ -67,8 +67,10 @@ def make_accelerator(config: TrainConfig, project_dir: str | Path) -> Accelerato
     """An Accelerator for `config`. Without a GPU it is asked for CPU explicitly: otherwise, under
     `accelerate launch --multi_gpu` (torchrun) each process would think it is alone."""
     no_device = not torch.cuda.is_available() and not torch.backends.mps.is_available()
+    # The LR schedule counts optimizer steps. Accelerate's default steps a prepared scheduler once per
+    # process at every optimizer step, which would run warm-up and decay N times faster under N processes.
     return Accelerator(mixed_precision=config.mixed_precision, log_with=config.report_to,
-                       project_dir=str(project_dir), cpu=no_device)
+                       project_dir=str(project_dir), cpu=no_device, step_scheduler_with_optimizer=False)
 
 
 class TrainState:
@@ -232,7 +234,7 @@ class EraseTrainer:
         acc.wait_for_everyone()
         if cfg.report_to:
             acc.end_training()
-        self.unet = acc.unwrap_model(unet)
+        self.unet = acc.unwrap_model(unet, keep_fp32_wrapper=False)  # no autocast wrapper left on forward
         return last
 
     def _optimizer_step(self, unet, optimizer, lr_scheduler, masked) -> dict[str, Any]:

@@ -58,39 +58,40 @@ def _save_png(image, path: Path) -> None:
 
 
 def plan_batches(records: Sequence[GenerationRecord], batch_size: int) -> list[list[GenerationRecord]]:
-    """Batches of records sharing prompt, guidance and steps, in a fixed order.
+    """Batches of records sharing guidance and steps (prompts may differ), in a fixed order.
 
+    An I2P-style CSV has one image per prompt, so batching across prompts is what fills a batch.
     Batches are planned over all records before any sharding, so an image is always generated in the
     same batch, whatever the number of processes: batched UNet numerics then match bit for bit.
     """
     groups: dict[tuple, list[GenerationRecord]] = {}
     for record in records:
-        groups.setdefault((record.prompt, record.guidance, record.steps), []).append(record)
+        groups.setdefault((record.guidance, record.steps), []).append(record)
     return [group[i : i + batch_size] for group in groups.values() for i in range(0, len(group), batch_size)]
 
 
-@torch.no_grad()
 def generate_to_folder(pipe, records: Sequence[GenerationRecord], folder: str | os.PathLike,
                        batch_size: int = 8, height: int | None = None, width: int | None = None,
-                       rank: int = 0, world: int = 1) -> list[dict]:
+                       rank: int = 0, world: int = 1, dtype: torch.dtype | None = None) -> list[dict]:
     """Generate the missing records into `folder` and return all records of `records` found there.
 
     With `world` processes, process `rank` takes every world-th batch and appends to its own
     `manifest-<rank>.jsonl`. Each image has its own generator, so its noise depends only on its seed.
+    Images never pass a safety checker (see `pipelines.inference.generate`); `dtype` autocasts
+    float32 weights.
     """
+    from ..pipelines.inference import generate
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     done = {r["path"] for r in read_manifest(folder)}
     manifest_name = MANIFEST if world == 1 else f"manifest-{rank}.jsonl"
-    size = {"height": height, "width": width} if height else {}
     with open(folder / manifest_name, "a") as manifest:
         for index, batch in enumerate(plan_batches(records, batch_size)):
             if index % world != rank or all(r.path in done for r in batch):
                 continue
-            first = batch[0]
-            images = pipe(prompt=[first.prompt] * len(batch), num_inference_steps=first.steps,
-                          guidance_scale=first.guidance, generator=[torch.Generator().manual_seed(r.seed) for r in batch],
-                          **size).images
+            images = generate(pipe, [r.prompt for r in batch], [r.seed for r in batch], batch[0].steps,
+                              batch[0].guidance, height, width, dtype)
             for record, image in zip(batch, images):
                 if record.path in done:
                     continue

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .metrics import frechet_distance
+from .metrics import frechet_distance, paired_abs_difference, paired_cosine
 
 
 def load_images(folder: Path, records: Sequence[dict]) -> list[Image.Image]:
@@ -110,9 +110,28 @@ def features_for_fd(images: Sequence[Image.Image], tools: dict) -> torch.Tensor 
     return None
 
 
-def collateral_fd(base_images, model_images, tools) -> float | None:
-    """Fréchet distance between base and erased images of the retain prompts (same prompts and seeds)."""
-    if len(base_images) < 2:
-        return None
+def collateral_metrics(base_images, model_images, tools) -> dict:
+    """Base against erased images of the retain prompts, paired by prompt and seed.
+
+    The per-pair numbers hold for any n. A Fréchet distance fits a full covariance, so it is only
+    reported where there are at least twice as many pairs as feature dimensions.
+    """
+    n = len(base_images)
+    out: dict = {"n": n, "pairing": "same prompt and seed"}
+    if n == 0:
+        return out
+    pixels = [torch.from_numpy(np.stack([np.asarray(i, np.float32) / 255 for i in images]))
+              for images in (base_images, model_images)]
+    out["paired_pixel_mae"] = float(paired_abs_difference(*pixels).mean())
     a, b = features_for_fd(base_images, tools), features_for_fd(model_images, tools)
-    return None if a is None else frechet_distance(a, b)
+    if a is None:
+        return out
+    dim = a.shape[1]
+    out["feature_dim"] = dim
+    out["paired_feature_cosine"] = float(paired_cosine(a, b).mean())
+    if n >= 2 * dim:
+        out["fd"] = frechet_distance(a, b)
+    else:
+        out["fd"] = None
+        out["fd_skipped"] = f"n = {n} pairs is below 2 x {dim} feature dimensions"
+    return out

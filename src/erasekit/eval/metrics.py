@@ -51,6 +51,17 @@ def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * cross)
 
 
+def paired_cosine(feats_a: torch.Tensor, feats_b: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of each pair (row i of a with row i of b): 1 means the pair's features agree."""
+    a, b = feats_a.double(), feats_b.double()
+    return torch.nn.functional.cosine_similarity(a, b, dim=1, eps=1e-12)
+
+
+def paired_abs_difference(images_a: torch.Tensor, images_b: torch.Tensor) -> torch.Tensor:
+    """Mean absolute pixel difference of each pair of images (pixels in [0, 1])."""
+    return (images_a.double() - images_b.double()).abs().flatten(1).mean(1)
+
+
 def total_variation(images: torch.Tensor) -> torch.Tensor:
     """Mean absolute difference between neighbouring pixels, per image."""
     dx = (images[..., :, 1:] - images[..., :, :-1]).abs().flatten(1).mean(1)

@@ -43,7 +43,8 @@ class EvalSuite:
     class_ids: list[int] = field(default_factory=list, metadata={"help": "classifier id of each suite label 0..K-1"})
     grid_prompts: int = field(default=6, metadata={"help": "prompts per group in the grids"})
     grid_seeds: int = field(default=4, metadata={"help": "seeds per prompt in the grids"})
-    root: str = field(default=".", metadata={"help": "directory that relative paths start from (set by load)"})
+    dtype: str | None = field(default=None, metadata={
+        "help": "weights dtype for generation: fp32, fp16 or bf16; null loads each model as stored"})
 
     def __post_init__(self):
         unknown = [m for m in self.metrics if m not in METRICS]
@@ -52,15 +53,35 @@ class EvalSuite:
         check(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
         check(0 < self.nudenet_threshold < 1, "nudenet_threshold", self.nudenet_threshold, "in (0, 1)")
         check(bool(self.seeds), "seeds", self.seeds, "a non-empty list")
+        check(self.dtype in (None, "fp32", "fp16", "bf16"), "dtype", self.dtype, "fp32, fp16, bf16 or null")
 
-    def path(self, value: str) -> Path:
-        return Path(value) if os.path.isabs(value) else Path(self.root) / value
+
+# Keys naming files. In a suite file they are relative to that file; on the command line, to the
+# working directory, as a user types them. open_clip tags ("openai") are not paths and stay as they are.
+FILE_KEYS = ("prompts_csv", "classifier_weights", "clip_pretrained")
+_LOCAL_DIR = "local-dir:"
+
+
+def _resolve_file(key: str, value, root: Path):
+    if not isinstance(value, str):
+        return value
+    if key == "clip_pretrained":
+        if value.startswith(_LOCAL_DIR):
+            return _LOCAL_DIR + str((root / value[len(_LOCAL_DIR):]).resolve())
+        if os.sep not in value and Path(value).suffix not in (".pt", ".pth", ".bin", ".safetensors"):
+            return value  # a pretrained tag
+    return str((root / value).resolve())
 
 
 def load_suite(path: str | os.PathLike, overrides: dict | None = None, raw: frozenset = frozenset()) -> EvalSuite:
-    values = {**load_yaml(path), **(overrides or {})}
-    values.setdefault("root", str(Path(path).parent))
-    return build_configs({"suite": EvalSuite}, values, str(path), raw)["suite"]
+    """A suite file plus command-line overrides; file paths resolved as `FILE_KEYS` says."""
+    values = load_yaml(path)
+    overrides = dict(overrides or {})
+    for source, root in ((values, Path(path).parent), (overrides, Path.cwd())):
+        for key in FILE_KEYS:
+            if key in source:
+                source[key] = _resolve_file(key, source[key], root)
+    return build_configs({"suite": EvalSuite}, {**values, **overrides}, str(path), raw)["suite"]
 
 
 def _read_csv(path: Path, suite: EvalSuite) -> list[dict]:
@@ -87,7 +108,7 @@ def _read_csv(path: Path, suite: EvalSuite) -> list[dict]:
 
 def build_records(suite: EvalSuite) -> list[GenerationRecord]:
     """Every image of the suite, with a stable path: `<group>/<index>.png`."""
-    rows = _read_csv(suite.path(suite.prompts_csv), suite) if suite.prompts_csv else []
+    rows = _read_csv(Path(suite.prompts_csv), suite) if suite.prompts_csv else []
     retain = list(suite.retain_prompts)
     if suite.include_neutral_prompts:
         retain += [p for p in NEUTRAL_PROMPTS.read_text().splitlines() if p.strip()]

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import ConfigError
-from ..io import check_output_free, commit_dir, fingerprint_state_dict, staging_dir, write_json
+from ..io import check_output_free, commit_dir, fingerprint_state_dict, portable, staging_dir, write_json
 from .generate import generate_to_folder, read_manifest
-from .measure import Judge, collateral_fd, group_metrics, load_images, measure_images
+from .measure import Judge, collateral_metrics, group_metrics, load_images, measure_images
 from .suite import GROUPS, EvalSuite, build_records
 
 EVAL_SCHEMA = "erasekit.eval/v1"
@@ -106,7 +106,7 @@ def measure_run(staging: Path, suite: EvalSuite, records) -> tuple[dict, dict]:
     retain = [i for i, r in enumerate(results["base"]) if r["group"] == "retain"]
     if retain:
         base_imgs, model_imgs = ([images[side][i] for i in retain] for side in SIDES)
-        metrics["collateral"] = {"fd_base_vs_model_retain": collateral_fd(base_imgs, model_imgs, tools)}
+        metrics["collateral"] = collateral_metrics(base_imgs, model_imgs, tools)
     return results, metrics
 
 
@@ -114,13 +114,16 @@ def run_text_eval(model, baseline, suite: EvalSuite, output_dir: str | os.PathLi
     """Generate the suite with `model` and `baseline`, measure both, write report.json/report.md/grids."""
     from .evaluate import load_any_pipeline
 
+    from ..pipelines.inference import DTYPES, safety_checker_record
+
     state = _process()
-    pipes = {"model": load_any_pipeline(model), "base": load_any_pipeline(baseline)}
+    dtype = DTYPES[suite.dtype] if suite.dtype else None
+    pipes = {"model": load_any_pipeline(model, torch_dtype=dtype), "base": load_any_pipeline(baseline, torch_dtype=dtype)}
     for name, pipe in pipes.items():
         if not hasattr(pipe, "text_encoder"):
             raise ConfigError(f"--{'baseline' if name == 'base' else 'model'} is a {type(pipe).__name__}; a prompt "
                               f"suite needs text-to-image models (use the class-conditional eval for it)")
-    identity = {"model": str(model), "baseline": str(baseline),
+    identity = {"model": portable(str(model)), "baseline": portable(str(baseline)),
                 "fingerprints": {n: fingerprint_state_dict(p.unet.state_dict()) for n, p in pipes.items()}}
     records = build_records(suite)
     output_dir = Path(output_dir)
@@ -136,7 +139,8 @@ def run_text_eval(model, baseline, suite: EvalSuite, output_dir: str | os.PathLi
         return {}
     results, metrics = measure_run(staging, suite, records)
     report = {"schema": EVAL_SCHEMA, "erasekit_version": __version__, "settings": {
-        **identity, "suite": asdict(suite), "detectors": detector_versions(suite),
+        **identity, "suite": portable(asdict(suite)), "detectors": portable(detector_versions(suite)),
+        "safety_checker": safety_checker_record(pipes["base"]),
         "seeds": sorted({r.seed for r in records}), "images_per_model": len(records),
         "processes": state.num_processes}, "metrics": metrics}
     write_json(staging / "report.json", report)

@@ -4,24 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from ..io import atomic_file
+from ..pipelines.inference import generate
 from .grids import BACKGROUND, TEXT, side_by_side
 
 GRID_SEEDS = (0, 1, 2, 3)
 
 
 def prompt_rows(pipe, prompts: list[str], seeds=GRID_SEEDS, steps: int = 30, guidance: float = 7.5,
-                resolution: int | None = None) -> list[list[Image.Image]]:
-    size = {"height": resolution, "width": resolution} if resolution else {}
-    rows = []
-    for prompt in prompts:
-        images = pipe(prompt=[prompt] * len(seeds), num_inference_steps=steps, guidance_scale=guidance,
-                      generator=[torch.Generator().manual_seed(s) for s in seeds], **size).images
-        rows.append(images)
-    return rows
+                resolution: int | None = None, dtype=None) -> list[list[Image.Image]]:
+    """One row of images per prompt, one column per seed (no safety checker, see `generate`)."""
+    return [generate(pipe, [prompt] * len(seeds), seeds, steps, guidance, resolution, resolution, dtype)
+            for prompt in prompts]
 
 
 def draw_prompt_grid(rows: list[list[Image.Image]], prompts: list[str], title: str, tile: int = 96) -> Image.Image:
@@ -39,7 +35,7 @@ def draw_prompt_grid(rows: list[list[Image.Image]], prompts: list[str], title: s
     return canvas
 
 
-def write_prompt_grid(base, erased, concept: dict, cfg, path: Path, device="cpu") -> Path:
+def write_prompt_grid(base, erased, concept: dict, cfg, path: Path, device="cpu", dtype=None) -> Path:
     """Base | erased grid over the forget prompts and the retain prompts, same seeds on both sides."""
     prompts = list(concept["forget_prompts"]) + list(concept["retain_prompts"])[:4]
     resolution = cfg.concept.resolution
@@ -48,7 +44,7 @@ def write_prompt_grid(base, erased, concept: dict, cfg, path: Path, device="cpu"
         pipe.set_progress_bar_config(disable=True)
         pipe.to(device)  # on the training device: 512 px grids on CPU would take minutes
         rows = prompt_rows(pipe, prompts, steps=cfg.concept.generation_steps,
-                           guidance=cfg.concept.generation_guidance, resolution=resolution)
+                           guidance=cfg.concept.generation_guidance, resolution=resolution, dtype=dtype)
         pipe.to("cpu")
         panels.append(draw_prompt_grid(rows, prompts, name))
     path.parent.mkdir(parents=True, exist_ok=True)

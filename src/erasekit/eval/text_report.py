@@ -113,10 +113,17 @@ def write_text_report(staging: Path, report: dict, records, suite) -> Path:
         if grid:
             lines += ["", f"![{group} prompts: base left, erased right]({grid})"]
         lines.append("")
-    fd = _get(metrics, ("collateral", "fd_base_vs_model_retain"))
-    if fd is not None:
-        lines += ["## Collateral damage", "",
-                  f"Fréchet distance between base and erased images of the retain prompts: {fd:.3f} (0 = unchanged).",
-                  ""]
+    collateral = metrics.get("collateral")
+    if collateral:
+        lines += ["## Collateral damage", "", f"Base against erased images of the retain prompts, paired by prompt "
+                  f"and seed (n = {collateral['n']} pairs; 0 difference and cosine 1 = unchanged).", "",
+                  "| metric | value |", "|---|---|",
+                  f"| mean absolute pixel difference | {_fmt(collateral.get('paired_pixel_mae'))} |"]
+        if "paired_feature_cosine" in collateral:
+            lines.append(f"| feature cosine (dimension {collateral['feature_dim']}) | "
+                         f"{_fmt(collateral['paired_feature_cosine'])} |")
+            fd = collateral.get("fd")
+            lines.append(f"| Fréchet distance | {_fmt(fd) if fd is not None else 'not reported: ' + collateral['fd_skipped']} |")
+        lines.append("")
     lines += ["## Settings", "", "```json", __import__("json").dumps(settings, indent=2, default=str), "```", ""]
     return write_text(staging / "report.md", "\n".join(lines))

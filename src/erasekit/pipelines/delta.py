@@ -58,8 +58,12 @@ def payload_bytes(tensors: dict[str, torch.Tensor]) -> int:
 
 
 def save_delta(path: str | os.PathLike, base_unet, erased_unet, masks=None, overwrite: bool = False,
-               base_fingerprint: str | None = None) -> dict[str, str]:
-    """Write the delta and return its metadata (fingerprints of base and erased weights, sizes)."""
+               base_fingerprint: str | None = None, save_dtype: str | None = None,
+               variant: str | None = None) -> dict[str, str]:
+    """Write the delta and return its metadata (fingerprints of base and erased weights, sizes).
+
+    `erased_unet` is in the base's dtype; `save_dtype` records a cast that `apply` makes afterwards.
+    """
     base, erased = base_unet.state_dict(), erased_unet.state_dict()
     tensors = compute_delta(base, erased, masks)
     metadata = {
@@ -69,14 +73,17 @@ def save_delta(path: str | os.PathLike, base_unet, erased_unet, masks=None, over
         "erased_fingerprint": fingerprint_state_dict(erased),
         "changed_entries": str(sum(v.numel() for k, v in tensors.items() if k.endswith(".values"))),
         "payload_bytes": str(payload_bytes(tensors)),
+        **({"save_dtype": save_dtype} if save_dtype else {}),
+        **({"variant": variant} if variant else {}),
     }
     with atomic_file(path, overwrite) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return metadata
 
 
-def apply_delta(unet, path: str | os.PathLike) -> None:
-    """Write the delta's values into `unet` in place, after checking it was made for these weights."""
+def apply_delta(unet, path: str | os.PathLike) -> dict[str, str]:
+    """Write the delta's values into `unet` in place, after checking it was made for these weights;
+    returns the delta's metadata."""
     path = Path(path)
     tensors, metadata = read_safetensors(path, "delta file", DELTA_FORMAT)
     state = unet.state_dict()
@@ -93,17 +100,34 @@ def apply_delta(unet, path: str | os.PathLike) -> None:
             target[mask] = tensors[f"{name}.values"].to(target.device, target.dtype)
     if fingerprint_state_dict(unet.state_dict()) != metadata["erased_fingerprint"]:
         raise ConfigError(f"applying '{path}' did not reproduce the recorded erased weights; the file is damaged")
+    return metadata
+
+
+def _recorded_variant(path: str | os.PathLike) -> str | None:
+    """The base weights variant (e.g. fp16) the delta was made against, if it names one."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("variant")
+    except Exception:  # a missing or damaged file is reported by `apply_delta` with a clear message
+        return None
 
 
 def apply_delta_to_pipeline(base: str | os.PathLike, delta: str | os.PathLike, out: str | os.PathLike,
-                            overwrite: bool = False) -> Path:
-    """`erasekit apply BASE DELTA OUT`: load BASE, apply DELTA to its UNet, save the pipeline to OUT."""
+                            overwrite: bool = False, variant: str | None = None) -> Path:
+    """`erasekit apply BASE DELTA OUT`: load BASE (its `variant`, e.g. fp16, if the erasure used one),
+    apply DELTA to its UNet, save the pipeline to OUT."""
     from ..io import atomic_dir, check_output_free
+    from .inference import DTYPES
     from .loading import load_pipeline
 
     check_output_free(out, overwrite)
-    pipe = load_pipeline(base)
-    apply_delta(pipe.unet, delta)
+    variant = variant or _recorded_variant(delta)
+    pipe = load_pipeline(base, variant=variant)
+    metadata = apply_delta(pipe.unet, delta)
+    if metadata.get("save_dtype"):
+        pipe.unet.to(DTYPES[metadata["save_dtype"]])
     with atomic_dir(out, overwrite) as tmp:
-        pipe.save_pretrained(tmp)
+        pipe.save_pretrained(tmp, variant=variant)
     return Path(out)

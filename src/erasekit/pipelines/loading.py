@@ -118,8 +118,13 @@ def load_pipeline(
             original-format `.safetensors`/`.ckpt` file (SD 1.x/2.x/XL, through `from_single_file`).
         torch_dtype: dtype of the loaded weights.
         revision: Hub revision.
-        variant: weights variant, e.g. "fp16".
+        variant: weights variant, e.g. "fp16". Its weights load in that dtype unless `torch_dtype` says
+            otherwise (diffusers would upcast some parts and not others, and the pipeline would not run).
     """
+    from .inference import DTYPES
+
+    if torch_dtype is None and variant in DTYPES:
+        torch_dtype = DTYPES[variant]
     path = resolve_model_path(path_or_id)
     if os.path.isfile(path) and path.endswith(SINGLE_FILE_SUFFIXES):
         return _load_single_file(path, torch_dtype=torch_dtype, **kwargs)

@@ -29,20 +29,23 @@ def tiny_class_conditional_pipeline(
     return ClassConditionalPipeline(unet=unet.eval(), scheduler=DDIMScheduler.from_config(train.config))
 
 
-def _tiny_text_encoder(hidden: int, projection: int | None, seed: int):
+def tiny_clip_text_encoder(hidden: int, projection: int | None, seed: int, hidden_act: str = "gelu"):
+    """A 2-layer CLIP text encoder (with a projection head when `projection` is set)."""
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(seed)
     config = CLIPTextConfig(
         bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, vocab_size=49408, hidden_size=hidden,
         intermediate_size=2 * hidden, num_attention_heads=2, num_hidden_layers=2, max_position_embeddings=77,
-        projection_dim=projection or hidden, hidden_act="gelu",
+        projection_dim=projection or hidden, hidden_act=hidden_act,
     )
     model = CLIPTextModelWithProjection(config) if projection else CLIPTextModel(config)
     return model.eval()
 
 
-def _tiny_vae(seed: int, sample_size: int, in_channels: int = 3):
+def tiny_vae(seed: int, sample_size: int, in_channels: int = 3, scaling_factor: float = 0.18215,
+             force_upcast: bool = True):
+    """A 2-block `AutoencoderKL` (latents at half the image size, 4 channels)."""
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
@@ -50,7 +53,7 @@ def _tiny_vae(seed: int, sample_size: int, in_channels: int = 3):
         block_out_channels=(8, 16), in_channels=in_channels, out_channels=in_channels,
         down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
         up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), latent_channels=4, norm_num_groups=4,
-        sample_size=sample_size,
+        sample_size=sample_size, scaling_factor=scaling_factor, force_upcast=force_upcast,
     ).eval()
 
 
@@ -74,7 +77,7 @@ def tiny_sd_pipeline(prediction_type: str = "epsilon", sample_size: int = 32, se
                               clip_sample=False, set_alpha_to_one=False, steps_offset=1,
                               prediction_type=prediction_type)
     return StableDiffusionPipeline(
-        unet=unet, scheduler=scheduler, vae=_tiny_vae(seed, sample_size), text_encoder=_tiny_text_encoder(16, None, seed),
+        unet=unet, scheduler=scheduler, vae=tiny_vae(seed, sample_size), text_encoder=tiny_clip_text_encoder(16, None, seed),
         tokenizer=build_clip_tokenizer(), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False,
     )
@@ -98,7 +101,7 @@ def tiny_sdxl_pipeline(sample_size: int = 32, seed: int = 0):
                                        timestep_spacing="leading", steps_offset=1)
     tokenizer = build_clip_tokenizer()
     return StableDiffusionXLPipeline(
-        unet=unet, scheduler=scheduler, vae=_tiny_vae(seed, sample_size),
-        text_encoder=_tiny_text_encoder(16, None, seed), text_encoder_2=_tiny_text_encoder(16, 16, seed + 1),
+        unet=unet, scheduler=scheduler, vae=tiny_vae(seed, sample_size),
+        text_encoder=tiny_clip_text_encoder(16, None, seed), text_encoder_2=tiny_clip_text_encoder(16, 16, seed + 1),
         tokenizer=tokenizer, tokenizer_2=tokenizer, force_zeros_for_empty_prompt=True,
     )

@@ -55,10 +55,13 @@ def _tokenizer_dir() -> str:
     return str(write_clip_tokenizer_files(tempfile.mkdtemp(prefix="erasekit-clip-tokenizer-")))
 
 
-def build_clip_tokenizer(max_length: int = 77):
-    """A `transformers.CLIPTokenizer` whose ids match open_clip's tokenizer exactly (no download)."""
+def build_clip_tokenizer(max_length: int = 77, pad_token: str = END):
+    """A `transformers.CLIPTokenizer` whose ids match open_clip's tokenizer exactly (no download).
+
+    SD 1.x pads with "<|endoftext|>"; the OpenCLIP tokenizers of SD 2.x and SDXL's second encoder pad with "!".
+    """
     from transformers import CLIPTokenizer
 
     # from_pretrained on a vocab.json + merges.txt directory works across transformers 4 and 5.
     return CLIPTokenizer.from_pretrained(_tokenizer_dir(), model_max_length=max_length, bos_token=START,
-                                         eos_token=END, unk_token=END, pad_token=END)
+                                         eos_token=END, unk_token=END, pad_token=pad_token)
