@@ -118,3 +118,56 @@ def test_bad_apply_push_and_suite_input(tmp_path, capsys):
     line = _run_bad(["eval", "--model", "bundled:digits-t2i", "--suite", str(suite), "--output", str(tmp_path / "r")],
                     tmp_path, capsys)
     assert "--baseline BASE" in line
+
+
+@pytest.mark.parametrize("command", ["erase", "demo", "eval", "grid", "train-base"])
+def test_help_lists_every_config_key_with_type_default_and_help(command, capsys):
+    from erasekit.cli import _erase_groups, _eval_groups, _grid_groups, _train_base_groups
+
+    groups = {"erase": _erase_groups, "demo": _erase_groups, "eval": _eval_groups, "grid": _grid_groups,
+              "train-base": _train_base_groups}[command]()
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for title, items in groups:
+        assert title in text
+        for f, *_ in items:
+            assert f"--{f.name.replace('_', '-')}" in text, f.name
+    if command == "erase":
+        assert "--learning-rate FLOAT AdamW learning rate [float; default: 0.0001]" in text
+        assert "--forget-prompts VALUE prompts of the concept(s) [list of str; default: []" in text
+        assert "--ratio FLOAT fraction of in-scope weights in the mask" in text
+        assert "a prompt with a comma stays one prompt" in text
+
+
+def test_list_flags_keep_commas_inside_prompts_and_take_repeats():
+    from erasekit.cli import _overrides, build_parser
+    from erasekit.erase.api import resolve_configs
+
+    argv = ["erase", "--forget-prompts", "a nude person, oil painting", "--forget-prompts", "a nude statue",
+            "--anchor_prompts", "[a clothed person, a dressed statue]", "--forget", "3", "--forget", "4",
+            "--output-dir", "o"]
+    args, rest = build_parser().parse_known_args(argv)
+    cfg = resolve_configs(None, *_overrides(args, rest))
+    assert cfg.concept.forget_prompts == ["a nude person, oil painting", "a nude statue"]
+    assert cfg.concept.anchor_prompts == ["a clothed person", "a dressed statue"]
+    assert cfg.run.forget == [3, 4]
+
+
+def test_keys_of_the_other_model_family_are_refused(tmp_path, capsys):
+    from erasekit.pipelines.tiny import tiny_sd_pipeline
+
+    sd = tmp_path / "sd"
+    tiny_sd_pipeline().save_pretrained(sd)
+    capsys.readouterr()
+    sd_recipe = Path(__file__).parents[1] / "configs" / "sd-nudity.yaml"
+    line = _run_bad(["erase", "--config", str(sd_recipe), "--pretrained-model-name-or-path", str(sd),
+                     "--output-dir", str(tmp_path / "o"), "--forget", "3"], tmp_path, capsys)
+    assert "'forget' applies to class-conditional models" in line and "forget_prompts" in line
+    line = _run_bad(["erase", "--config", str(CONFIG), "--output-dir", str(tmp_path / "o"),
+                     "--forget-prompts", "a church"], tmp_path, capsys)
+    assert "'forget_prompts' applies to text-to-image models" in line
+    line = _run_bad(["erase", "--config", str(CONFIG), "--output-dir", str(tmp_path / "o"),
+                     "--mask-path", str(tmp_path / "m.safetensors"), "--saliency-passes", "2"], tmp_path, capsys)
+    assert "'saliency_passes' computes a mask, but 'mask_path' gives a saved one" in line

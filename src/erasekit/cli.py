@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import build_configs, parse_cli_overrides
+from .config import build_configs, describe_field, field_types, parse_cli_overrides
 from .errors import ConfigError, ErasekitError
 
 DEMO_OUTPUT = "outputs/demo"
@@ -44,15 +44,94 @@ class GridCommand:
             raise ConfigError(f"'columns' is {self.columns} but must be >= 1")
 
 
-def _overrides(rest: list[str]) -> tuple[dict, frozenset]:
-    values = parse_cli_overrides(rest)
+def _overrides(args, rest: list[str]) -> tuple[dict, frozenset]:
+    """Config keys given as flags: those argparse knows (listed in --help), then any others, which
+    `build_configs` rejects with a suggestion."""
+    values = {k: v for k, v in vars(args).items() if k not in NON_CONFIG_ARGS}
+    values.update(parse_cli_overrides(rest))
     return values, frozenset(values)
+
+
+NON_CONFIG_ARGS = {"command", "func", "config", "name", "base", "delta", "out", "repo_id", "private", "include_mask"}
+
+
+def _erase_groups() -> list[tuple[str, list[tuple]]]:
+    """`erasekit erase --help`: every config key, grouped by role."""
+    from .erase.api import CLASS_CONDITIONAL_KEYS, EraseConfig
+    from .erase.methods import METHODS
+    from .erase.text import TextConceptConfig
+    from .erase.trainer import TrainConfig
+    from .eval.class_conditional import ClassEvalConfig
+
+    training = {f.name for f, _ in field_types(TrainConfig)}
+    run = [(f, tp) for f, tp in field_types(EraseConfig) if f.name not in training]
+    methods = [name for name in METHODS if name != "finetune"]
+    method_fields: dict[str, tuple] = {}
+    for name in methods:
+        for f, tp in field_types(METHODS[name][0]):
+            method_fields.setdefault(f.name, (f, tp, []))[2].append(name)
+    return [
+        ("model and output", [x for x in run if x[0].name not in CLASS_CONDITIONAL_KEYS]),
+        ("training (every method)", field_types(TrainConfig)),
+        (f"method ({', '.join(methods)}; each key names the methods it applies to)",
+         [(f, tp, f"methods: {', '.join(names)}") for f, tp, names in method_fields.values()]),
+        ("text-to-image models (Stable Diffusion 1.x/2.x/XL): the concept",
+         field_types(TextConceptConfig)),
+        ("class-conditional models: classes and evaluation",
+         [x for x in run if x[0].name in CLASS_CONDITIONAL_KEYS] + field_types(ClassEvalConfig)),
+    ]
+
+
+def _eval_groups() -> list[tuple[str, list[tuple]]]:
+    from .eval.class_conditional import ClassEvalConfig
+    from .eval.suite import EvalSuite
+
+    return [("what to evaluate", field_types(EvalCommand)),
+            ("prompt suites (text-to-image; --suite FILE sets these, flags override it)", field_types(EvalSuite)),
+            ("class-conditional models", field_types(ClassEvalConfig))]
+
+
+def _grid_groups() -> list[tuple[str, list[tuple]]]:
+    from .eval.class_conditional import ClassEvalConfig
+
+    return [("grid", field_types(GridCommand)), ("sampling", field_types(ClassEvalConfig))]
+
+
+def _train_base_groups() -> list[tuple[str, list[tuple]]]:
+    from .pipelines.digits_t2i import DigitsT2IConfig
+    from .pipelines.train_base import DigitsBaseConfig
+
+    return [("train-base digits", field_types(DigitsBaseConfig)),
+            ("train-base digits-t2i", field_types(DigitsT2IConfig))]
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, groups) -> None:
+    """One flag per config key, in argument groups, each with its type, default and help. Values stay
+    strings here; `build_configs` types them by field, so a flag and a YAML key behave the same."""
+    seen: set[str] = set()
+    for title, items in groups:
+        group = parser.add_argument_group(title)
+        for f, tp, *note in items:
+            if f.name in seen:
+                continue
+            seen.add(f.name)
+            text = describe_field(f, tp) + (f" ({note[0]})" if note else "")
+            flag = f"--{f.name.replace('_', '-')}"
+            origin = getattr(tp, "__origin__", None)
+            kwargs = dict(dest=f.name, default=argparse.SUPPRESS, help=text)
+            if tp is bool:
+                kwargs.update(nargs="?", const=True, metavar="BOOL")
+            elif origin is list or "list" in str(tp):
+                kwargs.update(action="append", metavar="VALUE")
+            else:
+                kwargs.update(metavar={int: "INT", float: "FLOAT"}.get(tp, "VALUE"))
+            group.add_argument(flag, **kwargs)
 
 
 def cmd_erase(args, rest) -> int:
     from .erase.api import resolve_configs, run_erase
 
-    values, raw = _overrides(rest)
+    values, raw = _overrides(args, rest)
     result = run_erase(resolve_configs(args.config, values, raw))
     if result.metrics:  # empty on the non-main processes of a multi-process run
         print(f"erased model written to {result.output_dir}")
@@ -62,7 +141,7 @@ def cmd_erase(args, rest) -> int:
 def cmd_demo(args, rest) -> int:
     from .erase.api import resolve_configs, run_erase
 
-    values, raw = _overrides(rest)
+    values, raw = _overrides(args, rest)
     values = {"output_dir": DEMO_OUTPUT, "overwrite": True, "forget": [0], **values}
     started = time.time()
     configs = resolve_configs(None, values, raw)
@@ -80,7 +159,7 @@ def cmd_eval(args, rest) -> int:
     from .eval.class_conditional import ClassEvalConfig
     from .eval.evaluate import evaluate
 
-    values, raw = _overrides(rest)
+    values, raw = _overrides(args, rest)
     suite_path = values.pop("suite", None)
     file_values = load_yaml(suite_path) if suite_path else {}
     if suite_path and file_values.get("kind") != "class-conditional":
@@ -120,7 +199,7 @@ def cmd_grid(args, rest) -> int:
     from .eval.grids import image_grid, side_by_side
     from .io import atomic_file, check_output_free
 
-    values, raw = _overrides(rest)
+    values, raw = _overrides(args, rest)
     built = build_configs({"cmd": GridCommand, "eval": ClassEvalConfig}, values, "command line", raw)
     cmd, config = built["cmd"], built["eval"]
     check_output_free(cmd.output, cmd.overwrite, "grid")
@@ -149,7 +228,7 @@ def cmd_train_base(args, rest) -> int:
     if args.name not in recipes:
         raise ConfigError(f"unknown base recipe '{args.name}'; available: {', '.join(recipes)}")
     config_cls, train, outputs = recipes[args.name]
-    values, raw = _overrides(rest)
+    values, raw = _overrides(args, rest)
     config = build_configs({"base": config_cls}, values, "command line", raw)["base"]
     for sub in outputs:
         check_output_free(Path(config.output_dir) / sub, config.overwrite)
@@ -173,46 +252,70 @@ def cmd_push(args, rest) -> int:
 
     if rest:
         raise ConfigError(f"unexpected arguments {' '.join(rest)}; usage: erasekit push OUT --repo-id ORG/NAME")
-    url = push_to_hub(args.out, args.repo_id, private=args.private)
+    url = push_to_hub(args.out, args.repo_id, private=args.private, include_mask=args.include_mask)
     print(f"pushed {args.out} to {url}")
     return 0
+
+
+LIST_HELP = ("List keys take a YAML list (--forget '[3, 4]') or a repeated flag (--forget-prompts 'a photo, at night' "
+             "--forget-prompts 'a nude person'); a prompt with a comma stays one prompt.")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="erasekit", description="Erase concepts from diffusion models, measure it, ship it.",
-        epilog="Any config key can be passed as --key value, e.g. --ratio 0.3 --forget 3.",
+        epilog="Every config key is also a flag: erasekit COMMAND --help lists them with types and defaults.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("erase", help="erase classes or concepts with a YAML recipe")
-    p.add_argument("--config", help="YAML recipe, e.g. configs/digits.yaml")
-    p.set_defaults(func=cmd_erase)
-    p = sub.add_parser("demo", help=f"erase digit 0 from bundled:digits-cfg into {DEMO_OUTPUT} (replaced each run)")
-    p.set_defaults(func=cmd_demo)
-    p = sub.add_parser("eval", help="evaluate against the base: --model DIR --baseline BASE [--suite S.yaml] --output DIR")
-    p.set_defaults(func=cmd_eval)
-    p = sub.add_parser("grid", help="draw a sample grid: --model DIR [--baseline BASE] --output grid.png")
-    p.set_defaults(func=cmd_grid)
-    p = sub.add_parser("apply", help="rebuild an erased model from its base and erasure_delta.safetensors")
+
+    def command(name, help_text, func, groups=None, epilog=LIST_HELP):
+        usage = f"erasekit {name} [options] [--KEY VALUE ...]"
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=epilog, allow_abbrev=False,
+                           usage=usage if groups is not None else None)
+        p.set_defaults(func=func)
+        if groups is not None:
+            add_config_arguments(p, groups())
+        return p
+
+    p = command("erase", "erase classes or concepts with a YAML recipe; flags override its keys", cmd_erase,
+                _erase_groups)
+    p.add_argument("--config", help="YAML recipe, e.g. configs/digits.yaml or configs/sd-nudity.yaml")
+    command("demo", f"erase digit 0 from bundled:digits-cfg into {DEMO_OUTPUT} (replaced each run)", cmd_demo,
+            _erase_groups)
+    command("eval", "evaluate against the base: --model DIR --baseline BASE [--suite S.yaml] --output DIR",
+            cmd_eval, _eval_groups)
+    command("grid", "draw a sample grid: --model DIR [--baseline BASE] --output grid.png", cmd_grid, _grid_groups)
+    p = command("apply", "rebuild an erased model from its base and erasure_delta.safetensors", cmd_apply, epilog=None)
     p.add_argument("base", help="base model (directory, Hub id, bundled:NAME)")
     p.add_argument("delta", help="erasure_delta.safetensors")
     p.add_argument("out", help="output directory")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
-    p.set_defaults(func=cmd_apply)
-    p = sub.add_parser("push", help="upload an erased model directory to the Hugging Face Hub")
+    p = command("push", "upload an erased model directory to the Hugging Face Hub", cmd_push, epilog=None)
     p.add_argument("out", help="output directory of `erasekit erase`")
     p.add_argument("--repo-id", required=True, help="ORG/NAME")
     p.add_argument("--private", action="store_true", help="create the repo as private")
-    p.set_defaults(func=cmd_push)
-    p = sub.add_parser("train-base", help="train the bundled base models: train-base digits | digits-t2i")
+    p.add_argument("--include-mask", action="store_true",
+                   help="also upload mask.safetensors (the delta already holds the bit-packed mask)")
+    p = command("train-base", "train the bundled base models: train-base digits | digits-t2i", cmd_train_base,
+                _train_base_groups)
     p.add_argument("name", help="recipe name: digits (class-conditional UNet and judge) or digits-t2i")
-    p.set_defaults(func=cmd_train_base)
     return parser
+
+
+def normalise_flags(argv: list[str]) -> list[str]:
+    """`--learning_rate` is `--learning-rate`: config keys are written either way."""
+    out = []
+    for token in argv:
+        if token.startswith("--") and "_" in token.split("=", 1)[0]:
+            key, eq, value = token.partition("=")
+            token = key.replace("_", "-") + eq + value
+        out.append(token)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args, rest = parser.parse_known_args(argv)
+    args, rest = parser.parse_known_args(normalise_flags(list(sys.argv[1:] if argv is None else argv)))
     try:
         return args.func(args, rest)
     except ErasekitError as exc:

@@ -77,17 +77,41 @@ def _type_name(tp: Any) -> str:
     return f"{name} or null" if optional else name
 
 
-def _from_string(raw: str, tp: Any) -> Any:
-    """Interpret a flag's string the way YAML would, except for string fields."""
-    inner, _ = _unwrap_optional(tp)
-    if inner is str:
-        return None if raw.lower() in ("none", "null") else raw
-    if typing.get_origin(inner) is list and "," in raw and not raw.strip().startswith("["):
-        return [yaml.safe_load(part) for part in raw.split(",") if part.strip()]
+def _yaml_or_raw(raw: str) -> Any:
     try:
         return yaml.safe_load(raw)
     except yaml.YAMLError:
         return raw
+
+
+def _list_from_strings(raw: str | list[str], item_tp: Any) -> list:
+    """List flags: repeated flags give one item each, and a value written as a YAML list ("[3, 4]") gives
+    its items. A string item is kept whole, commas included ("a photo, at night" is one prompt); numbers
+    may also be given as "3,4"."""
+    out: list = []
+    for item in raw if isinstance(raw, list) else [raw]:
+        if not isinstance(item, str):
+            out.append(item)
+        elif item.strip().startswith("["):
+            parsed = _yaml_or_raw(item)
+            out.extend(parsed if isinstance(parsed, list) else [parsed])
+        elif item_tp is str:
+            out.append(item)
+        else:
+            out.extend(_yaml_or_raw(part) for part in item.split(",") if part.strip())
+    return out
+
+
+def _from_string(raw: str | list[str], tp: Any) -> Any:
+    """Interpret a flag's string (or repeated flags' strings) the way YAML would, except for string fields."""
+    inner, _ = _unwrap_optional(tp)
+    if typing.get_origin(inner) is list:
+        return _list_from_strings(raw, typing.get_args(inner)[0])
+    if isinstance(raw, list):  # a scalar key given twice: the last one wins, as with any flag
+        raw = raw[-1]
+    if inner is str:
+        return None if raw.lower() in ("none", "null") else raw
+    return _yaml_or_raw(raw)
 
 
 def coerce_value(name: str, value: Any, tp: Any, source: str) -> Any:
@@ -153,10 +177,29 @@ def build_configs(
             hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(sorted(owner))}"
             raise ConfigError(f"{source}: unknown config key '{key}'; {hint}")
         role, f, tp = owner[key]
-        if key in from_cli and isinstance(value, str):
+        if key in from_cli and isinstance(value, (str, list)):
             value = _from_string(value, tp)
         kwargs[role][key] = coerce_value(key, value, tp, source)
     return {role: cls(**kwargs[role]) for role, cls in classes.items()}
+
+
+def describe_field(f: dataclasses.Field, tp: Any) -> str:
+    """`help [type; default: value]` for `--help`."""
+    if f.default is not dataclasses.MISSING:
+        default = f.default
+    elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        default = f.default_factory()  # type: ignore[misc]
+    else:
+        default = "required"
+    text = f.metadata.get("help", "")
+    extra = "; repeat the flag or write a YAML list" if typing.get_origin(_unwrap_optional(tp)[0]) is list else ""
+    return f"{text} [{_type_name(tp)}; default: {'null' if default is None else default}{extra}]".replace("%", "%%")
+
+
+def field_types(cls: type) -> list[tuple[dataclasses.Field, Any]]:
+    """The init fields of a config dataclass with their resolved annotations."""
+    hints = typing.get_type_hints(cls)
+    return [(f, hints[f.name]) for f in dataclasses.fields(cls) if f.init]
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import os
 import shutil
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -61,12 +61,35 @@ class EraseResult:
     metrics: dict[str, Any]
 
 
+# Keys that apply to one model family only; a key of the other family is refused, never ignored.
+CLASS_CONDITIONAL_KEYS = ("forget", "data", "data_samples_per_class", "target_label",
+                          *(f.name for f in fields(ClassEvalConfig)))
+TEXT_TO_IMAGE_KEYS = tuple(f.name for f in fields(TextConceptConfig))
+MASK_KEYS = ("saliency_guidance", "saliency_batch_size", "saliency_passes")
+
+
 @dataclass
 class Configs:
     run: EraseConfig
     method: Any
     eval: ClassEvalConfig
     concept: TextConceptConfig
+    given: frozenset[str] = frozenset()  # keys set by the config file or flags
+    from_cli: frozenset[str] = frozenset()  # keys set by flags
+
+    def check_family(self, family: str, model: str) -> None:
+        """Refuse keys that do not apply to `family` ("class-conditional" or "text-to-image")."""
+        foreign = TEXT_TO_IMAGE_KEYS if family == "class-conditional" else CLASS_CONDITIONAL_KEYS
+        bad = sorted(self.given & set(foreign))
+        if bad:
+            other = "text-to-image" if family == "class-conditional" else "class-conditional"
+            hint = "give 'forget_prompts' and 'anchor_prompts'" if family == "text-to-image" else "give 'forget' labels"
+            raise ConfigError(f"'{bad[0]}' applies to {other} models, but '{model}' is {family}; remove "
+                              f"'{bad[0]}' from the config or flags ({hint})")
+        if getattr(self.method, "mask_path", None):
+            bad = sorted(self.from_cli & set(MASK_KEYS))
+            if bad:
+                raise ConfigError(f"'{bad[0]}' computes a mask, but 'mask_path' gives a saved one; drop one of them")
 
 
 def resolve_configs(config: str | os.PathLike | Mapping | None, overrides: Mapping[str, Any],
@@ -84,7 +107,8 @@ def resolve_configs(config: str | os.PathLike | Mapping | None, overrides: Mappi
         raise ConfigError(f"{source}: 'method' must be a string, got {method!r}")
     method_config_cls, _ = get_method(method)
     roles = {"run": EraseConfig, "method": method_config_cls, "eval": ClassEvalConfig, "concept": TextConceptConfig}
-    return Configs(**build_configs(roles, values, source, from_cli))
+    return Configs(**build_configs(roles, values, source, from_cli), given=frozenset(values),
+                   from_cli=frozenset(from_cli))
 
 
 def _prepare_staging(run: EraseConfig) -> Path:
@@ -109,6 +133,7 @@ def _build_task(cfg: Configs, base, unet, accelerator, base_fingerprint: str):
 
     scheduler = DDPMScheduler.from_config(base.scheduler.config)
     if isinstance(base, ClassConditionalPipeline):
+        cfg.check_family("class-conditional", portable(cfg.run.pretrained_model_name_or_path))
         from ..eval.evaluate import check_forget
         from .class_data import load_class_data
         from .tasks import ClassConditionalTask
@@ -123,6 +148,7 @@ def _build_task(cfg: Configs, base, unet, accelerator, base_fingerprint: str):
     if not hasattr(base, "text_encoder"):
         raise ConfigError(f"'{cfg.run.pretrained_model_name_or_path}' is a {type(base).__name__}; erasekit erases "
                           f"class-conditional and Stable Diffusion (1.x, 2.x, XL) pipelines")
+    cfg.check_family("text-to-image", portable(cfg.run.pretrained_model_name_or_path))
     from .text import build_text_task
 
     if cfg.concept.gradient_checkpointing:
@@ -210,8 +236,7 @@ def run_erase(cfg: Configs) -> EraseResult:
         "erased_fingerprint": delta["erased_fingerprint"],
         "concept": concept,
         "method": run.method,
-        "config": portable({"run": asdict(run), "method": asdict(cfg.method), "eval": asdict(cfg.eval),
-                            "concept": asdict(cfg.concept)}),
+        "config": portable(_recorded_config(cfg, "forget_classes" in concept)),
         "seed": run.seed,
         "mask": {"ratio": method.mask.ratio, "selected": method.mask.selected, "total": method.mask.total}
         if method.mask is not None else None,
@@ -259,6 +284,14 @@ def _write_card(staging: Path, record: dict, base_name: str) -> None:
     base_dir = resolve_model_path(base_name)
     grid = "report/grid.png" if (staging / "report" / "grid.png").is_file() else None
     write_text(staging / "README.md", model_card(record, base_dir if os.path.isdir(base_dir) else None, grid))
+
+
+def _recorded_config(cfg: Configs, class_conditional: bool) -> dict[str, Any]:
+    """Every config value that applies to the model's family."""
+    foreign = set(TEXT_TO_IMAGE_KEYS if class_conditional else CLASS_CONDITIONAL_KEYS)
+    out = {"run": asdict(cfg.run), "method": asdict(cfg.method)}
+    out.update({"eval": asdict(cfg.eval)} if class_conditional else {"concept": asdict(cfg.concept)})
+    return {role: {k: v for k, v in values.items() if k not in foreign} for role, values in out.items()}
 
 
 def _effective_batch(cfg: Configs, accelerator) -> dict[str, int] | None:

@@ -63,11 +63,13 @@ def saliency_scores(
     """|sum of forget-loss gradients| per weight (Fan et al. 2024, Eq. 5).
 
     Gradients are summed with their signs over all batches (and over processes through
-    `reduce_grads`, e.g. an all-reduce), and only then is the absolute value taken. Sums are kept
-    in float64, so the order of summation (one process or several) does not change the float32
-    scores, and so not the mask.
+    `reduce_grads`, e.g. an all-reduce), and only then is the absolute value taken. The sums are kept
+    in float64 on the host, so the order of summation (one process or several) does not change the
+    float32 scores, and so not the mask; on an accelerator they cost nothing beyond the gradients
+    themselves. The scores come back in float32 on the host.
     """
-    sums = {name: torch.zeros_like(p, dtype=torch.float64) for name, p in params.items()}
+    host = torch.device("cpu")
+    sums = {name: torch.zeros(p.shape, dtype=torch.float64, device=host) for name, p in params.items()}
     for p in params.values():
         p.grad = None
     with only_grad_for(module, params):
@@ -75,13 +77,14 @@ def saliency_scores(
             loss_fn(batch).backward()
             for name, p in params.items():
                 if p.grad is not None:
-                    sums[name] += p.grad
+                    sums[name] += p.grad.to(host)
                     p.grad = None
     scores = {}
-    for name in params:
-        total = reduce_grads(sums[name]) if reduce_grads is not None else sums[name]
+    for name, p in params.items():
+        total = sums.pop(name)
+        if reduce_grads is not None:  # one tensor at a time on the device the collective needs
+            total = reduce_grads(total.to(p.device)).to(host)
         scores[name] = total.abs_().float()
-        del sums[name]
     return scores
 
 
