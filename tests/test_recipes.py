@@ -188,3 +188,23 @@ def test_objects_suite_with_local_clip_weights(replica, tiny_clip_name, tmp_path
     collateral = report["metrics"]["collateral"]  # base against itself: every pair is identical
     assert collateral["n"] == 36 and collateral["paired_feature_cosine"] == pytest.approx(1.0, abs=1e-5)
     assert collateral["feature_dim"] == 16 and collateral["fd"] == pytest.approx(0.0, abs=1e-3)
+
+
+def test_model_card_carries_the_base_license_method_and_results(replica, tmp_path):
+    from huggingface_hub import ModelCard
+
+    from erasekit.pipelines.card import base_license, model_card
+    from erasekit.pipelines.loading import load_pipeline
+
+    record = {"base_model": "CompVis/stable-diffusion-v1-4", "method": "rl", "concept": {"name": "classes [3]",
+              "forget_classes": [3]}, "config": {"method": {"alpha": 2.0}, "run": {"seed": 0}},
+              "metrics": {"after": {"UA": 0.97, "RA": 0.99, "FD": 40.0}}, "safety_checker": {"base": None}}
+    card = ModelCard(model_card(record, replica("sd14")))
+    assert card.data.license == "creativeml-openrail-m" and card.data.base_model == "CompVis/stable-diffusion-v1-4"
+    assert "rl" in card.data.tags and "use-based restrictions" in card.text
+    results = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert results == {"UA": 0.97, "RA": 0.99, "FD": 40.0}
+    cardless = tmp_path / "converted"  # a checkpoint directory without a card: the family decides
+    load_pipeline(replica("sdxl")).save_pretrained(cardless)
+    assert base_license(cardless, load_pipeline(cardless))[0] == "openrail++"
+    assert base_license(tmp_path, None)[0] == "other"

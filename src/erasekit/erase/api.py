@@ -133,7 +133,6 @@ def _build_task(cfg: Configs, base, unet, accelerator, base_fingerprint: str):
 
     scheduler = DDPMScheduler.from_config(base.scheduler.config)
     if isinstance(base, ClassConditionalPipeline):
-        cfg.check_family("class-conditional", portable(cfg.run.pretrained_model_name_or_path))
         from ..eval.evaluate import check_forget
         from .class_data import load_class_data
         from .tasks import ClassConditionalTask
@@ -148,7 +147,6 @@ def _build_task(cfg: Configs, base, unet, accelerator, base_fingerprint: str):
     if not hasattr(base, "text_encoder"):
         raise ConfigError(f"'{cfg.run.pretrained_model_name_or_path}' is a {type(base).__name__}; erasekit erases "
                           f"class-conditional and Stable Diffusion (1.x, 2.x, XL) pipelines")
-    cfg.check_family("text-to-image", portable(cfg.run.pretrained_model_name_or_path))
     from .text import build_text_task
 
     if cfg.concept.gradient_checkpointing:
@@ -188,6 +186,12 @@ def _train(cfg: Configs, staging: Path, base, base_fingerprint: str, accelerator
     return trainer.unet.to("cpu").eval(), method, concept, last
 
 
+def _family(pipe) -> str:
+    from ..pipelines.pipeline_class_conditional import ClassConditionalPipeline
+
+    return "class-conditional" if isinstance(pipe, ClassConditionalPipeline) else "text-to-image"
+
+
 def _erased_pipeline(base, unet):
     """The base pipeline with the erased UNet; every other part is the base's own object, unchanged."""
     from ..pipelines.pipeline_class_conditional import ClassConditionalPipeline
@@ -209,6 +213,7 @@ def run_erase(cfg: Configs) -> EraseResult:
     run = cfg.run
     staging = _prepare_staging(run)
     base = load_any_pipeline(run.pretrained_model_name_or_path, revision=run.revision, variant=run.variant)
+    cfg.check_family(_family(base), portable(run.pretrained_model_name_or_path))
     base_fingerprint = fingerprint_state_dict(base.unet.state_dict())
     accelerator = make_accelerator(run, staging)
     effective_batch = _effective_batch(cfg, accelerator)
@@ -250,7 +255,7 @@ def run_erase(cfg: Configs) -> EraseResult:
         "minutes": round((time.time() - started) / 60, 2),
     }
     write_json(staging / "erasure.json", record)
-    _write_card(staging, record, run.pretrained_model_name_or_path)
+    _write_card(staging, record, run.pretrained_model_name_or_path, base)
     shutil.rmtree(staging / CHECKPOINT_DIR, ignore_errors=True)
     commit_dir(staging, run.output_dir, run.overwrite)
     out = Path(run.output_dir)
@@ -277,13 +282,14 @@ def _evaluate(cfg: Configs, erased, base, concept, staging: Path, metrics: dict,
                              torch_dtype(accelerator.mixed_precision))
 
 
-def _write_card(staging: Path, record: dict, base_name: str) -> None:
+def _write_card(staging: Path, record: dict, base_name: str, base) -> None:
     from ..pipelines.card import model_card
     from ..pipelines.loading import resolve_model_path
 
     base_dir = resolve_model_path(base_name)
     grid = "report/grid.png" if (staging / "report" / "grid.png").is_file() else None
-    write_text(staging / "README.md", model_card(record, base_dir if os.path.isdir(base_dir) else None, grid))
+    card = model_card(record, base_dir if os.path.isdir(base_dir) else None, grid, base)
+    write_text(staging / "README.md", card)
 
 
 def _recorded_config(cfg: Configs, class_conditional: bool) -> dict[str, Any]:

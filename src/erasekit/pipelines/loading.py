@@ -131,12 +131,17 @@ def load_pipeline(
     class_name = _pipeline_class_name(path, revision)
     pipeline_cls = _PIPELINE_CLASSES.get(class_name, DiffusionPipeline)
     options = {k: v for k, v in dict(torch_dtype=torch_dtype, revision=revision, variant=variant).items() if v}
-    diffusers_logging.disable_progress_bar()  # keep stderr for errors; loading a pipeline is quick
+    from transformers.utils import logging as transformers_logging
+
+    # Keep stderr for errors: loading a pipeline is quick, and its bars would bury a one-line message.
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
     try:
         pipe = pipeline_cls.from_pretrained(path, **options, **kwargs)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"could not load pipeline from '{path_or_id}': {exc}") from None
     finally:
         diffusers_logging.enable_progress_bar()
+        transformers_logging.enable_progress_bar()
     pipe.set_progress_bar_config(disable=True)
     return pipe
