@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from erasekit.eval.generate import GenerationRecord, generate_to_folder
+from erasekit.pipelines.generation import GenerationRecord, generate_to_folder
 from erasekit.pipelines.loading import load_pipeline
 
 RESULTS = Path(__file__).parent / "results"

@@ -37,7 +37,8 @@ def build_unet(config, device):
 def build_task(config, n: int = 16):
     from diffusers import DDPMScheduler
 
-    from erasekit.erase.tasks import TextToImageTask
+    from erasekit.erase.tasks import ConditionTask
+    from erasekit.pipelines.adapters.stable_diffusion import StableDiffusionAdapter
 
     g = torch.Generator().manual_seed(0)
     size = config["sample_size"]
@@ -45,7 +46,9 @@ def build_task(config, n: int = 16):
     embeds = torch.randn(4, 77, config["cross_attention_dim"], generator=g)
     ids = torch.randint(1, 4, (2 * n,), generator=g)
     scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
-    return TextToImageTask(scheduler, embeds, latents[:n], ids[:n], latents[n:], ids[n:], anchors=[2, 3], null=0)
+    # Only prediction and noising are used, so the adapter needs no pipeline around the bare UNet.
+    return ConditionTask(StableDiffusionAdapter(None), scheduler, latents[:n], ids[:n], latents[n:], ids[n:],
+                         anchors=[2, 3], null=0, table={"encoder_hidden_states": embeds})
 
 
 def sync(device):
@@ -68,12 +71,13 @@ def erase_run(config, device, checkpointing: bool, steps: int, warmup: int, batc
     task = build_task(config)
     method = SalUnMethod(SalUnConfig(ratio=0.5, batch_size=batch, saliency_batch_size=batch, saliency_passes=1))
     sync(device)
+    if device == "cuda":  # the peak covers saliency too: its float64 sums live on the host
+        torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     method.prepare(unet, task, torch.Generator().manual_seed(0))
     sync(device)
     saliency_s = time.perf_counter() - start
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+    saliency_peak = torch.cuda.max_memory_allocated() if device == "cuda" else 0
     stamps = []
 
     def clock(trainer, step, logs):
@@ -91,13 +95,14 @@ def erase_run(config, device, checkpointing: bool, steps: int, warmup: int, batc
     result = {"gradient_checkpointing": checkpointing, "batch_forget": batch, "batch_retain": batch,
               "steps_timed": len(timed), "seconds_per_step": round(step_s, 4), "steps_per_s": round(1 / step_s, 3),
               "peak_gpu_memory_gib": round(peak / 2**30, 2), "saliency_seconds": round(saliency_s, 2),
+              "saliency_peak_gpu_memory_gib": round(saliency_peak / 2**30, 2),
               "mask_selected": method.mask.selected, "mask_total": method.mask.total}
     if not checkpointing:
         base = type(unet).from_config(unet.config)
         base.load_state_dict(base_state)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "delta.safetensors"
-            save_delta(path, base, trainer.unet.to("cpu"), method.mask.masks)
+            save_delta(path, base, trainer.denoiser.to("cpu"), method.mask.masks)
             unet_bytes = sum(v.numel() * v.element_size() for v in base_state.values())
             result.update(delta_bytes=path.stat().st_size, unet_bytes=unet_bytes,
                           delta_fraction_of_unet=round(path.stat().st_size / unet_bytes, 4))
@@ -151,7 +156,7 @@ def eval_generation_run(device, batch: int, images: int, tokenizer_dir: str) -> 
     from diffusers import DDIMScheduler, StableDiffusionPipeline
     from transformers import CLIPTokenizer
 
-    from erasekit.eval.generate import GenerationRecord, generate_to_folder
+    from erasekit.pipelines.generation import GenerationRecord, generate_to_folder
 
     vae, text = sd15_vae_and_text_encoder(device)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=CLIPTokenizer.from_pretrained(tokenizer_dir),

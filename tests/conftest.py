@@ -12,13 +12,10 @@ def tiny_pipe():
 
 @pytest.fixture
 def tiny_task(tiny_pipe):
-    from diffusers import DDPMScheduler
-
     g = torch.Generator().manual_seed(0)
     images = torch.rand(40, 1, 8, 8, generator=g) * 2 - 1
     labels = torch.arange(40) % 4
-    scheduler = DDPMScheduler.from_config(tiny_pipe.scheduler.config)
-    return ClassConditionalTask.for_unet(tiny_pipe.unet, scheduler, images, labels, forget=[1])
+    return ClassConditionalTask.for_pipeline(tiny_pipe, images, labels, forget=[1])
 
 
 @pytest.fixture(scope="session")

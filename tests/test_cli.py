@@ -142,8 +142,8 @@ def test_help_lists_every_config_key_with_type_default_and_help(command, capsys)
 
 
 def test_list_flags_keep_commas_inside_prompts_and_take_repeats():
+    from erasekit.api import resolve_configs
     from erasekit.cli import _overrides, build_parser
-    from erasekit.erase.api import resolve_configs
 
     argv = ["erase", "--forget-prompts", "a nude person, oil painting", "--forget-prompts", "a nude statue",
             "--anchor_prompts", "[a clothed person, a dressed statue]", "--forget", "3", "--forget", "4",

@@ -1,7 +1,7 @@
 import pytest
 
+from erasekit.api import EraseConfig, resolve_configs
 from erasekit.config import build_configs, parse_cli_overrides
-from erasekit.erase.api import EraseConfig, resolve_configs
 from erasekit.erase.methods import SalUnConfig
 from erasekit.errors import ConfigError
 

@@ -29,10 +29,14 @@ SD_RUNS = [
     ("sd-object.yaml", "sd15", None),
     ("sd21-nudity.yaml", "sd21", None),
     ("sdxl-nudity.yaml", "sdxl", None),
+    ("sd3-nudity.yaml", "sd3", None),
+    # bf16 autocast over FLUX's 512-token T5 sequence is slow on CPU (about 2.5 minutes): `make test-all`.
+    # tests/erase/test_erase_text.py runs tiny FLUX end to end in the default suite.
+    pytest.param("flux-nudity.yaml", "flux", None, marks=pytest.mark.slow),
 ]
 # Every file under configs/ and the test module that runs it (test_every_config_file_is_run checks this).
 RUN_BY = {
-    **{name: "tests/test_recipes.py" for name, _, _ in SD_RUNS},
+    **{(run.values if hasattr(run, "values") else run)[0]: "tests/test_recipes.py" for run in SD_RUNS},
     "digits.yaml": "tests/erase/test_erase_digits.py",
     "digits-t2i.yaml": "tests/erase/test_digits_t2i.py",
     "eval/digits.yaml": "tests/test_cli.py",
@@ -48,7 +52,7 @@ RUN_BY = {
 }
 SIZES = {"num_images_per_prompt": 2, "resolution": 32, "generation_steps": 3, "generation_batch_size": 4,
          "batch_size": 2, "saliency_batch_size": 2}
-FROZEN = ("vae", "text_encoder", "text_encoder_2", "safety_checker")
+FROZEN = ("vae", "text_encoder", "text_encoder_2", "text_encoder_3", "safety_checker")
 
 
 def test_every_config_file_is_run():
@@ -99,7 +103,7 @@ for dtype in (torch.float32, torch.float16):
     pipe.set_progress_bar_config(disable=True)
     result = pipe("a photo of a person", num_inference_steps=2, height=32, width=32, output_type="np")
     seen[str(dtype)] = {"shape": list(result.images.shape), "finite": bool(torch.isfinite(torch.tensor(result.images)).all()),
-                        "class": type(pipe).__name__, "unet": str(pipe.unet.dtype),
+                        "class": type(pipe).__name__, "denoiser": str((getattr(pipe, "unet", None) or pipe.transformer).dtype),
                         "nsfw": getattr(result, "nsfw_content_detected", None), "erasekit": "erasekit" in sys.modules}
 print(json.dumps(seen))
 """

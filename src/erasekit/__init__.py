@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from .erase.api import EraseConfig, EraseResult, erase  # noqa: E402
+from .api import EraseConfig, EraseResult, erase  # noqa: E402
 from .erase.methods import RLConfig, SalUnConfig, register_method  # noqa: E402
 from .erase.saliency import compute_saliency_mask  # noqa: E402
 from .errors import ConfigError, ErasekitError  # noqa: E402

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from dataclasses import dataclass, field
@@ -57,7 +58,7 @@ NON_CONFIG_ARGS = {"command", "func", "config", "name", "base", "delta", "out", 
 
 def _erase_groups() -> list[tuple[str, list[tuple]]]:
     """`erasekit erase --help`: every config key, grouped by role."""
-    from .erase.api import CLASS_CONDITIONAL_KEYS, EraseConfig
+    from .api import CLASS_CONDITIONAL_KEYS, EraseConfig
     from .erase.methods import METHODS
     from .erase.text import TextConceptConfig
     from .erase.trainer import TrainConfig
@@ -98,8 +99,8 @@ def _grid_groups() -> list[tuple[str, list[tuple]]]:
 
 
 def _train_base_groups() -> list[tuple[str, list[tuple]]]:
-    from .pipelines.digits_t2i import DigitsT2IConfig
-    from .pipelines.train_base import DigitsBaseConfig
+    from .recipes.digits_t2i import DigitsT2IConfig
+    from .recipes.train_base import DigitsBaseConfig
 
     return [("train-base digits", field_types(DigitsBaseConfig)),
             ("train-base digits-t2i", field_types(DigitsT2IConfig))]
@@ -129,7 +130,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, groups) -> None:
 
 
 def cmd_erase(args, rest) -> int:
-    from .erase.api import resolve_configs, run_erase
+    from .api import resolve_configs, run_erase
 
     values, raw = _overrides(args, rest)
     result = run_erase(resolve_configs(args.config, values, raw))
@@ -139,7 +140,7 @@ def cmd_erase(args, rest) -> int:
 
 
 def cmd_demo(args, rest) -> int:
-    from .erase.api import resolve_configs, run_erase
+    from .api import resolve_configs, run_erase
 
     values, raw = _overrides(args, rest)
     values = {"output_dir": DEMO_OUTPUT, "overwrite": True, "forget": [0], **values}
@@ -220,8 +221,8 @@ def cmd_grid(args, rest) -> int:
 
 def cmd_train_base(args, rest) -> int:
     from .io import check_output_free
-    from .pipelines.digits_t2i import DigitsT2IConfig, train_digits_t2i
-    from .pipelines.train_base import DigitsBaseConfig, train_digits_base
+    from .recipes.digits_t2i import DigitsT2IConfig, train_digits_t2i
+    from .recipes.train_base import DigitsBaseConfig, train_digits_base
 
     recipes = {"digits": (DigitsBaseConfig, train_digits_base, ("digits-cfg", "digits-classifier")),
                "digits-t2i": (DigitsT2IConfig, train_digits_t2i, ("digits-t2i",))}
@@ -313,7 +314,29 @@ def normalise_flags(argv: list[str]) -> list[str]:
     return out
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """Library progress messages (erasekit logs them at INFO) on whatever `sys.stdout` is at the time."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+def _show_progress_messages() -> None:
+    logger = logging.getLogger("erasekit")
+    if not any(isinstance(h, _StdoutHandler) for h in logger.handlers):
+        handler = _StdoutHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _show_progress_messages()
     parser = build_parser()
     args, rest = parser.parse_known_args(normalise_flags(list(sys.argv[1:] if argv is None else argv)))
     try:

@@ -6,10 +6,11 @@ import torch
 from accelerate import Accelerator
 from diffusers import DDPMScheduler
 
-from erasekit.erase.api import shard_of
+from erasekit.api import shard_of
 from erasekit.erase.masks import save_mask
 from erasekit.erase.methods import SalUnConfig, SalUnMethod
-from erasekit.erase.tasks import TextToImageTask
+from erasekit.erase.tasks import ConditionTask
+from erasekit.pipelines.adapters import adapter_for
 from erasekit.pipelines.tiny import tiny_sd_pipeline
 
 
@@ -20,8 +21,8 @@ def main(out: str) -> None:
     latents = torch.randn(12, 4, 16, 16, generator=g)
     embeds = torch.randn(4, 77, 16, generator=g)
     ids = torch.tensor([1] * 6 + [2, 3] * 3)
-    task = TextToImageTask(DDPMScheduler.from_config(pipe.scheduler.config), embeds, latents[:6], ids[:6],
-                           latents[6:], ids[6:], anchors=[2, 3], null=0)
+    task = ConditionTask(adapter_for(pipe), DDPMScheduler.from_config(pipe.scheduler.config), latents[:6], ids[:6],
+                         latents[6:], ids[6:], anchors=[2, 3], null=0, table={"encoder_hidden_states": embeds})
     method = SalUnMethod(SalUnConfig(ratio=0.3, saliency_batch_size=2, saliency_passes=2))
     method.prepare(pipe.unet, task, torch.Generator().manual_seed(0), shard_of(accelerator))
     method.mask.metadata["world"] = str(accelerator.num_processes)

@@ -33,10 +33,10 @@ def test_seven_is_erased_by_prompt_and_paraphrase_and_other_digits_survive(erase
 
 
 def test_digits_t2i_eval_report_matches_recomputation(erased_seven, tmp_path):
-    from erasekit.eval.generate import read_manifest
     from erasekit.eval.measure import Judge, load_images
     from erasekit.eval.suite import load_suite
     from erasekit.eval.text_eval import run_text_eval
+    from erasekit.pipelines.generation import read_manifest
 
     suite = load_suite(SUITE)
     report = run_text_eval(erased_seven, "bundled:digits-t2i", suite, tmp_path / "eval")

@@ -1,4 +1,5 @@
-"""Stable Diffusion 1.x, 2.x (v-prediction) and SDXL erasure end to end on tiny models, on CPU."""
+"""Erasure end to end on tiny models of every text-to-image family, on CPU: Stable Diffusion 1.x, 2.x
+(v-prediction), SDXL, and the flow-matching transformers SD3 and FLUX."""
 
 import json
 
@@ -9,13 +10,21 @@ from safetensors import safe_open
 
 import erasekit
 from erasekit.erase.masks import load_mask
+from erasekit.pipelines.adapters import adapter_for
 from erasekit.pipelines.delta import apply_delta_to_pipeline
-from erasekit.pipelines.tiny import tiny_sd_pipeline, tiny_sdxl_pipeline
+from erasekit.pipelines.tiny import (
+    tiny_flux_pipeline,
+    tiny_sd3_pipeline,
+    tiny_sd_pipeline,
+    tiny_sdxl_pipeline,
+)
 
 BUILDERS = {
     "sd1-epsilon": lambda: tiny_sd_pipeline("epsilon"),
     "sd2-v": lambda: tiny_sd_pipeline("v_prediction"),
     "sdxl": tiny_sdxl_pipeline,
+    "sd3": tiny_sd3_pipeline,
+    "flux": tiny_flux_pipeline,
 }
 CONCEPT = dict(
     forget_prompts=["a photo of a church"],
@@ -47,14 +56,14 @@ def test_tiny_text_to_image_erase_end_to_end(family, tmp_path, monkeypatch):
 
     erased = DiffusionPipeline.from_pretrained(out)  # plain diffusers, no erasekit classes
     assert type(erased) is type(base)
-    mask = load_mask(result.mask_path, base.unet)
-    before_unet, after_unet = base.unet.state_dict(), erased.unet.state_dict()
+    mask = load_mask(result.mask_path, adapter_for(base).denoiser)
+    before_unet, after_unet = adapter_for(base).denoiser.state_dict(), adapter_for(erased).denoiser.state_dict()
     moved = 0
     for name, m in mask.masks.items():
         assert torch.equal(after_unet[name][~m], before_unet[name][~m]), name
         moved += int((after_unet[name][m] != before_unet[name][m]).sum())
     assert moved > 0
-    for part in ("vae", "text_encoder", "text_encoder_2"):
+    for part in ("vae", "text_encoder", "text_encoder_2", "text_encoder_3"):
         if hasattr(base, part):
             b, a = getattr(base, part).state_dict(), getattr(erased, part).state_dict()
             assert all(torch.equal(b[k], a[k]) for k in b), part
@@ -71,20 +80,20 @@ def test_tiny_text_to_image_erase_end_to_end(family, tmp_path, monkeypatch):
         assert int(f.metadata()["payload_bytes"]) == payload
     assert payload <= (0.3 + 1 / 32) * unet_bytes
     apply_delta_to_pipeline(base_dir, delta, tmp_path / "applied")
-    rebuilt = DiffusionPipeline.from_pretrained(tmp_path / "applied").unet.state_dict()
+    rebuilt = adapter_for(DiffusionPipeline.from_pretrained(tmp_path / "applied")).denoiser.state_dict()
     assert all(torch.equal(rebuilt[k], v) for k, v in after_unet.items())
 
     record = json.loads((out / "erasure.json").read_text())
     assert record["concept"]["forget_prompts"] == ["a photo of a church"]
     assert record["config"]["method"]["ratio"] == 0.3 and record["seed"] == 0
     card = (out / "README.md").read_text()
-    assert card.startswith("---\nlicense:") and "- erasekit" in card and "- concept-erasure" in card
+    assert card.startswith("---\n") and "\nlicense: " in card.split("\n---\n")[0] and "- erasekit" in card and "- concept-erasure" in card
     assert "report/grid.png" in card and (out / "report" / "grid.png").is_file()
     assert result.report_path == out / "report" / "grid.png" and result.report_path.is_file()
 
 
 def test_generated_data_is_cached_and_resumed(tmp_path, monkeypatch):
-    from erasekit.eval.generate import GenerationRecord, generate_to_folder, read_manifest
+    from erasekit.pipelines.generation import GenerationRecord, generate_to_folder, read_manifest
 
     pipe = tiny_sd_pipeline()
     pipe.set_progress_bar_config(disable=True)
@@ -148,3 +157,17 @@ def test_scope_presets_on_a_stable_diffusion_unet():
     attn = parameters_in_scope(unet, "attn")
     assert set(xattn) < set(attn) and all(".attn1." in n or ".attn2." in n for n in attn)
     assert not any("norm" in n for n in parameters_in_scope(unet, "no-norm"))
+
+
+@pytest.mark.parametrize("build", [tiny_sd3_pipeline, tiny_flux_pipeline], ids=["sd3", "flux"])
+def test_scope_presets_on_flow_matching_transformers(build):
+    from erasekit.erase.saliency import parameters_in_scope
+
+    adapter = adapter_for(build())
+    transformer, presets = adapter.denoiser, adapter.scopes
+    xattn = parameters_in_scope(transformer, "xattn", presets)
+    assert xattn and all(".attn.add_" in n or ".attn.to_add_out." in n for n in xattn)
+    attn = parameters_in_scope(transformer, "attn", presets)
+    assert set(xattn) < set(attn) and all(".attn." in n for n in attn)
+    assert not any("norm" in n for n in parameters_in_scope(transformer, "no-norm", presets))
+    assert len(parameters_in_scope(transformer, "all", presets)) == len(list(transformer.parameters()))

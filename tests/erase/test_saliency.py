@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from erasekit.erase.methods import SalUnConfig, SalUnMethod
-from erasekit.erase.objectives import add_noise, cfg_guided_loss
+from erasekit.erase.objectives import cfg_guided_loss
 from erasekit.erase.saliency import SCOPES, parameters_in_scope, saliency_scores, select_top_ratio
 from erasekit.errors import ConfigError
 
@@ -54,7 +54,7 @@ def _saliency_loss(unet, task, generator_seed):
     g = torch.Generator().manual_seed(generator_seed)
 
     def loss_fn(batch):
-        noisy = add_noise(task.scheduler, batch.x0, g)
+        noisy = task.noisy(batch.x0, g)
         predict = lambda z, t, c: task.predict(unet, z, t, c)  # noqa: E731
         return cfg_guided_loss(predict, noisy, batch.cond, task.null_cond(batch.cond), w=2.0)
 

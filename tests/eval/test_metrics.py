@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import torch
 
 from erasekit.eval.metrics import (
@@ -40,3 +41,21 @@ def test_noisy_rate_flags_noise_not_digits():
 def test_wilson_interval_contains_the_rate():
     low, high = binomial_interval(5, 100)
     assert low < 0.05 < high and 0 <= low and high < 0.12
+
+
+def test_collateral_pairs_images_and_reports_fd_only_with_enough_pairs():
+    from PIL import Image
+
+    from erasekit.eval.measure import collateral_metrics
+
+    class Features:  # a stand-in judge: 3 features per image from its mean colour
+        def image_features(self, images):
+            return torch.tensor([np.asarray(i, np.float32).mean((0, 1)) for i in images])
+
+    rng = np.random.default_rng(0)
+    base = [Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)) for _ in range(6)]
+    few = collateral_metrics(base[:5], base[:5], {"clip": Features()})
+    assert few["n"] == 5 and few["paired_pixel_mae"] == 0 and few["fd"] is None
+    assert few["fd_skipped"] == "n = 5 pairs is below 2 x 3 feature dimensions"
+    enough = collateral_metrics(base, base[::-1], {"clip": Features()})
+    assert enough["n"] == 6 and enough["paired_pixel_mae"] > 0.1 and enough["fd"] is not None

@@ -9,10 +9,10 @@ import sys
 import pytest
 import torch
 
-from erasekit.eval.generate import read_manifest
 from erasekit.eval.measure import Judge, load_images
 from erasekit.eval.suite import EvalSuite, build_records, load_suite
 from erasekit.eval.text_eval import run_text_eval
+from erasekit.pipelines.generation import read_manifest
 from erasekit.pipelines.tiny import tiny_sd_pipeline
 
 SUITE = dict(name="tiny", prompts_csv=None, prompts=["a photo of a church"], retain_prompts=["a photo of a house"],

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from erasekit.erase.api import resolve_configs
+from erasekit.api import resolve_configs
 from erasekit.errors import ConfigError, ErasekitError, ModelLoadError
 from erasekit.pipelines.hub import push_to_hub, staged_files
 from erasekit.pipelines.loading import load_pipeline
@@ -40,6 +40,13 @@ def test_staged_files_keep_the_model_and_drop_training_leftovers(tmp_path):
     files = staged_files(_erased_dir(tmp_path))
     assert files == ["README.md", "erasure.json", "erasure_delta.safetensors", "model_index.json",
                      "report/grid.png", "unet/config.json"]
+
+
+def test_mask_is_pushed_only_when_asked(tmp_path):
+    out = _erased_dir(tmp_path)
+    (out / "mask.safetensors").write_text("x")
+    assert "mask.safetensors" not in staged_files(out)
+    assert "mask.safetensors" in staged_files(out, include_mask=True)
 
 
 def test_incomplete_directory_is_not_pushed(tmp_path):

@@ -1,7 +1,13 @@
-"""Erasure methods and their registry (in the manner of peft's `register_peft_method`).
+"""Erasure methods, their protocol and registry (in the manner of peft's `register_peft_method`).
 
-A method supplies three things to the one trainer: which parameters it may touch, its mask,
-and `compute_loss(unet, task, generator) -> (loss, logs)`.
+A method gives the one trainer:
+- `prepare(denoiser, task, generator, shard, teacher)`: work before training (a saliency mask); a method
+  with `needs_teacher = True` receives a frozen copy of the base denoiser here;
+- `trainable_parameters(denoiser, task)`: which weights it may change, and `mask` (or None) inside them;
+- `compute_loss(denoiser, sampler) -> (loss, logs)`: one micro-batch's loss, drawing batches, noise and
+  remapping targets from the trainer's `Sampler`;
+- or, for a training-free method, `edit(denoiser, task) -> logs`, which changes the weights in closed form
+  and replaces the training loop.
 """
 
 from __future__ import annotations
@@ -14,8 +20,9 @@ import torch
 
 from ..config import check
 from ..errors import ConfigError
-from .objectives import add_noise, cfg_guided_loss, diffusion_loss, remap_loss
+from .objectives import cfg_guided_loss, diffusion_loss, remap_loss
 from .saliency import SaliencyMask, compute_saliency_mask, parameters_in_scope
+from .tasks import ConditionTask, Sampler
 
 METHODS: dict[str, tuple[type, type]] = {}
 
@@ -30,6 +37,24 @@ class Shard:
 
 
 SINGLE = Shard()
+
+
+class Method:
+    """The protocol every registered method follows (see the module docstring)."""
+
+    mask: SaliencyMask | None = None
+    needs_teacher = False
+    edit = None  # a training-free method defines `edit(denoiser, task) -> logs`
+
+    def prepare(self, denoiser, task: ConditionTask, generator: torch.Generator, shard: Shard = SINGLE,
+                teacher=None) -> None:
+        """Nothing to compute before training."""
+
+    def trainable_parameters(self, denoiser, task: ConditionTask) -> dict[str, torch.nn.Parameter]:
+        return dict(denoiser.named_parameters())
+
+    def compute_loss(self, denoiser, sampler: Sampler) -> tuple[torch.Tensor, dict[str, Any]]:
+        raise NotImplementedError
 
 
 def register_method(name: str, config_cls: type, method_cls: type) -> None:
@@ -88,49 +113,39 @@ class FinetuneConfig:
         check(0 <= self.label_dropout < 1, "label_dropout", self.label_dropout, "in [0, 1)")
 
 
-class FinetuneMethod:
+class FinetuneMethod(Method):
     def __init__(self, config: FinetuneConfig):
         self.config = config
-        self.mask: SaliencyMask | None = None
 
-    def trainable_parameters(self, unet) -> dict[str, torch.nn.Parameter]:
-        return dict(unet.named_parameters())
-
-    def prepare(self, unet, task, generator: torch.Generator, shard: Shard = SINGLE) -> None:
-        """Nothing to compute before training."""
-
-    def compute_loss(self, unet, task, generator: torch.Generator, device) -> tuple[torch.Tensor, dict[str, Any]]:
-        batch = task.retain_batch(self.config.batch_size, generator, device)
-        noisy = add_noise(task.scheduler, batch.x0, generator)
-        cond = task.drop_cond(batch.cond, self.config.label_dropout, generator)
-        loss = diffusion_loss(lambda z, t, c: task.predict(unet, z, t, c), noisy, cond)
+    def compute_loss(self, denoiser, sampler: Sampler) -> tuple[torch.Tensor, dict[str, Any]]:
+        batch = sampler.retain(self.config.batch_size)
+        noisy = sampler.noisy(batch.x0)
+        cond = sampler.drop(batch.cond, self.config.label_dropout)
+        loss = diffusion_loss(lambda z, t, c: sampler.task.predict(denoiser, z, t, c), noisy, cond)
         return loss, {"loss": loss.item()}
 
 
-class RLMethod:
-    """Random-label erasure (Fan et al. 2024, Eq. 7): `||f(z|c_f) - sg(f(z|c'))||^2 + alpha L_retain`."""
+class RLMethod(Method):
+    """Random-label erasure (Fan et al. 2024, Eq. 7): `||f(z|c_f) - sg(f(z|c'))||^2 + alpha L_retain`.
+    RL trains every weight in scope; it has no mask."""
 
     def __init__(self, config: RLConfig):
         self.config = config
-        self.mask: SaliencyMask | None = None
 
-    def trainable_parameters(self, unet) -> dict[str, torch.nn.Parameter]:
-        return parameters_in_scope(unet, self.config.scope)
+    def trainable_parameters(self, denoiser, task: ConditionTask) -> dict[str, torch.nn.Parameter]:
+        return parameters_in_scope(denoiser, self.config.scope, task.scopes)
 
-    def prepare(self, unet, task, generator: torch.Generator, shard: Shard = SINGLE) -> None:
-        """RL trains every weight in scope; no mask."""
-
-    def compute_loss(self, unet, task, generator: torch.Generator, device) -> tuple[torch.Tensor, dict[str, Any]]:
+    def compute_loss(self, denoiser, sampler: Sampler) -> tuple[torch.Tensor, dict[str, Any]]:
         def predict(z, t, c):
-            return task.predict(unet, z, t, c)
+            return sampler.task.predict(denoiser, z, t, c)
 
         n = self.config.batch_size
-        forget = task.forget_batch(n, generator, device)
-        noisy = add_noise(task.scheduler, forget.x0, generator)
-        forget_loss = remap_loss(predict, noisy, forget.cond, task.anchor_cond(forget.cond, generator))
-        retain = task.retain_batch(n, generator, device)
-        retain_noisy = add_noise(task.scheduler, retain.x0, generator)
-        retain_cond = task.drop_cond(retain.cond, self.config.label_dropout, generator)
+        forget = sampler.forget(n)
+        noisy = sampler.noisy(forget.x0)
+        forget_loss = remap_loss(predict, noisy, forget.cond, sampler.anchor(forget.cond))
+        retain = sampler.retain(n)
+        retain_noisy = sampler.noisy(retain.x0)
+        retain_cond = sampler.drop(retain.cond, self.config.label_dropout)
         retain_loss = diffusion_loss(predict, retain_noisy, retain_cond)
         loss = forget_loss + self.config.alpha * retain_loss
         return loss, {"loss": loss.item(), "forget_loss": forget_loss.item(), "retain_loss": retain_loss.item()}
@@ -141,15 +156,16 @@ class SalUnMethod(RLMethod):
 
     config: SalUnConfig
 
-    def prepare(self, unet, task, generator: torch.Generator, shard: Shard = SINGLE) -> None:
+    def prepare(self, denoiser, task: ConditionTask, generator: torch.Generator, shard: Shard = SINGLE,
+                teacher=None) -> None:
         if self.config.mask_path:
             from .masks import load_mask
 
-            self.mask = load_mask(self.config.mask_path, unet)
+            self.mask = load_mask(self.config.mask_path, denoiser)
             return
-        self.mask = self.compute_mask(unet, task, generator, shard)
+        self.mask = self.compute_mask(denoiser, task, generator, shard)
 
-    def compute_mask(self, unet, task, generator: torch.Generator, shard: Shard = SINGLE) -> SaliencyMask:
+    def compute_mask(self, unet, task: ConditionTask, generator: torch.Generator, shard: Shard = SINGLE) -> SaliencyMask:
         """Each forget batch has its own seeded noise, and each process takes every `world`-th batch,
         so any number of processes sums the same per-batch gradients (then all-reduced)."""
         device = next(unet.parameters()).device
@@ -163,12 +179,12 @@ class SalUnMethod(RLMethod):
         def loss_fn(item):
             i, batch = item
             batch_generator = torch.Generator().manual_seed(base_seed + i)
-            noisy = add_noise(task.scheduler, batch.x0.to(device), batch_generator)
+            noisy = task.noisy(batch.x0.to(device), batch_generator)
             cond = batch.cond.to(device)
             predict = lambda z, t, c: task.predict(unet, z, t, c)  # noqa: E731
             return cfg_guided_loss(predict, noisy, cond, task.null_cond(cond), cfg.saliency_guidance)
 
-        return compute_saliency_mask(unet, mine, loss_fn, cfg.ratio, cfg.scope, shard.reduce)
+        return compute_saliency_mask(unet, mine, loss_fn, cfg.ratio, cfg.scope, shard.reduce, task.scopes)
 
 
 register_method("salun", config_cls=SalUnConfig, method_cls=SalUnMethod)

@@ -1,49 +1,21 @@
 """Diffusion losses used for saliency and erasure, as pure functions of a `predict` callable.
 
-`predict(z_t, t, cond) -> Tensor` hides how a model family is conditioned (class labels for
-class-conditional UNets, text embeddings for Stable Diffusion); the losses are the same for both.
+`predict(z_t, t, cond) -> Tensor` hides how a model family is conditioned (class labels, text
+embeddings) and `NoisyBatch` what it regresses (noise, velocity, sample, flow); the losses are the same
+for every family.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from ..pipelines.adapters import NoisyBatch
+
 Predict = Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
-
-
-@dataclass
-class NoisyBatch:
-    """`z_t = add_noise(x0, noise, t)` and the model's regression target at `t`."""
-
-    z_t: torch.Tensor
-    t: torch.Tensor
-    target: torch.Tensor
-
-
-def add_noise(scheduler, x0: torch.Tensor, generator: torch.Generator) -> NoisyBatch:
-    """Draw `t ~ U{0..T-1}` and Gaussian noise from `generator`, and form the training target.
-
-    The target follows `scheduler.config.prediction_type`: epsilon, v_prediction or sample.
-    """
-    n = x0.shape[0]
-    noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(x0.device, x0.dtype)
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=generator).to(x0.device)
-    z_t = scheduler.add_noise(x0, noise, t)
-    kind = scheduler.config.prediction_type
-    if kind == "epsilon":
-        target = noise
-    elif kind == "v_prediction":
-        target = scheduler.get_velocity(x0, noise, t)
-    elif kind == "sample":
-        target = x0
-    else:
-        raise ValueError(f"unsupported prediction_type {kind!r}")
-    return NoisyBatch(z_t, t, target)
 
 
 def concat_cond(a: Any, b: Any) -> Any:

@@ -10,29 +10,26 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import ConfigError
+from ..pipelines.adapters.base import UNET_SCOPES
 
-SCOPES = {
-    "all": r".*",
-    "xattn": r"attn2\.",
-    "attn": r"(^|\.)attn[12]\.|(^|\.)attentions\.\d+\.to_",
-    "no-norm": r"^(?!.*norm).*",
-}
+SCOPES = UNET_SCOPES  # the default presets; each model adapter has its own
 _DIGIT_BITS = 16
 
 
-def scope_pattern(scope: str) -> re.Pattern:
-    """A preset name from `SCOPES`, or a custom regex searched in parameter names."""
+def scope_pattern(scope: str, presets: Mapping[str, str] = SCOPES) -> re.Pattern:
+    """A preset name from `presets` (the model adapter's), or a custom regex searched in parameter names."""
     try:
-        return re.compile(SCOPES.get(scope, scope))
+        return re.compile(presets.get(scope, scope))
     except re.error as exc:
         raise ConfigError(
-            f"'scope' is {scope!r}, which is neither a preset ({', '.join(SCOPES)}) nor a valid regex ({exc})"
+            f"'scope' is {scope!r}, which is neither a preset ({', '.join(presets)}) nor a valid regex ({exc})"
         ) from None
 
 
-def parameters_in_scope(module: torch.nn.Module, scope: str) -> dict[str, torch.nn.Parameter]:
+def parameters_in_scope(module: torch.nn.Module, scope: str,
+                        presets: Mapping[str, str] = SCOPES) -> dict[str, torch.nn.Parameter]:
     """Parameters whose diffusers module path matches the scope."""
-    pattern = scope_pattern(scope)
+    pattern = scope_pattern(scope, presets)
     params = {n: p for n, p in module.named_parameters() if pattern.search(n)}
     if not params:
         raise ConfigError(f"'scope' {scope!r} matches no parameter of this model; choose another scope or regex")
@@ -171,24 +168,26 @@ class SaliencyMask:
 
 
 def compute_saliency_mask(
-    unet: torch.nn.Module,
+    denoiser: torch.nn.Module,
     forget_data: Iterable,
     loss_fn: Callable[[object], torch.Tensor],
     ratio: float = 0.5,
     scope: str = "all",
     reduce_grads: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    presets: Mapping[str, str] = SCOPES,
 ) -> SaliencyMask:
     """SalUn's mask (Fan et al. 2024, Eq. 6): the top `ratio` of |accumulated forget gradients|.
 
     Args:
-        unet: the model whose weights are scored.
+        denoiser: the model whose weights are scored (a UNet or a transformer).
         forget_data: batches of forget data, each passed to `loss_fn`.
         loss_fn: the CFG-guided forgetting loss of one batch (see `objectives.cfg_guided_loss`).
         ratio: fraction of in-scope weights to keep, in (0, 1].
-        scope: a preset of `SCOPES` or a regex over parameter names.
+        scope: a preset of `presets` or a regex over parameter names.
         reduce_grads: optional cross-process sum of gradients.
+        presets: the model adapter's scope presets.
     """
-    params = parameters_in_scope(unet, scope)
-    scores = saliency_scores(unet, params, forget_data, loss_fn, reduce_grads)
+    params = parameters_in_scope(denoiser, scope, presets)
+    scores = saliency_scores(denoiser, params, forget_data, loss_fn, reduce_grads)
     masks = select_top_ratio(scores, ratio)
     return SaliencyMask(masks=masks, ratio=ratio, scope=scope)

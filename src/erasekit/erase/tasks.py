@@ -1,9 +1,10 @@
-"""What a model family contributes to erasure: its data, its conditioning and how to call its UNet.
+"""What erasure trains on: forget and retain samples with integer condition ids, and a model adapter.
 
-Conditioning is an integer id per sample. For class-conditional UNets the id is the class label;
-for text-to-image UNets it indexes a table of prompt embeddings computed once by the frozen text
-encoder(s). Methods and the trainer only see this interface, so both families share one saliency
-routine, one set of objectives and one training loop.
+Conditioning is an integer id per sample. For class-conditional models the id is the class label; for
+text-to-image models it indexes a table of prompt conditions computed once by the frozen encoder(s).
+The adapter (erasekit.pipelines.adapters) turns ids into the denoiser's inputs and draws noise as the
+model was trained (DDPM or flow matching). Methods and the trainer only see this interface, so every
+family shares one saliency routine, one set of objectives and one training loop.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..pipelines.pipeline_class_conditional import null_label
+from ..pipelines.adapters import Adapter, NoisyBatch
 
 
 @dataclass
@@ -26,24 +27,41 @@ class ConditionTask:
     """Forget and retain sets of (clean sample, condition id), with anchor ids for remapping.
 
     Args:
-        scheduler: the training noise scheduler (defines the prediction target).
-        forget_x, forget_c: forget samples in the UNet's input space and their condition ids.
+        adapter: the model family's adapter (noising, conditioning, prediction, scopes).
+        scheduler: the training noise scheduler (from `adapter.training_scheduler()`).
+        forget_x, forget_c: forget samples in the denoiser's input space and their condition ids.
         retain_x, retain_c: retain samples and their condition ids.
         anchors: ids that a forget sample may be remapped to (drawn uniformly per sample).
         null: the id of the unconditional branch.
+        table: per-id condition tensors (text models); None when the id itself is the condition.
     """
 
-    def __init__(self, scheduler, forget_x, forget_c, retain_x, retain_c, anchors: Sequence[int], null: int):
+    def __init__(self, adapter: Adapter, scheduler, forget_x, forget_c, retain_x, retain_c, anchors: Sequence[int],
+                 null: int, table: dict[str, torch.Tensor] | None = None):
         if len(anchors) == 0:
             raise ValueError("no anchor condition to remap the forget concept to")
-        self.scheduler = scheduler
+        self.adapter, self.scheduler = adapter, scheduler
         self.forget_x, self.forget_c = forget_x, forget_c
         self.retain_x, self.retain_c = retain_x, retain_c
         self.anchors = torch.as_tensor(list(anchors), dtype=torch.long)
         self.null = null
+        self.table = table
 
-    def predict(self, unet, z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+    @property
+    def scopes(self) -> dict[str, str]:
+        return self.adapter.scopes
+
+    def conditions(self, cond: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.table is None:
+            return {"class_labels": cond}
+        return {k: v.to(cond.device)[cond] for k, v in self.table.items()}
+
+    def predict(self, denoiser, z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return self.adapter.predict(denoiser, z_t, t, self.conditions(cond))
+
+    def noisy(self, x0: torch.Tensor, generator: torch.Generator) -> NoisyBatch:
+        """Noise `x0` at random timesteps as the model family was trained, with its target."""
+        return self.adapter.noise_and_target(self.scheduler, x0, generator)
 
     @staticmethod
     def _draw(x: torch.Tensor, c: torch.Tensor, n: int, generator: torch.Generator, device) -> Batch:
@@ -77,59 +95,52 @@ class ConditionTask:
         return torch.where(drop, self.null_cond(cond), cond)
 
 
+class Sampler:
+    """The trainer's draws for one micro-step: batches, noise and condition draws from its generator, on its
+    device. A method asks for what it needs, in its own order; it never holds a generator itself."""
+
+    def __init__(self, task: ConditionTask, generator: torch.Generator, device):
+        self.task, self.generator, self.device = task, generator, device
+
+    def forget(self, n: int) -> Batch:
+        return self.task.forget_batch(n, self.generator, self.device)
+
+    def retain(self, n: int) -> Batch:
+        return self.task.retain_batch(n, self.generator, self.device)
+
+    def noisy(self, x0: torch.Tensor) -> NoisyBatch:
+        return self.task.noisy(x0, self.generator)
+
+    def anchor(self, cond: torch.Tensor) -> torch.Tensor:
+        return self.task.anchor_cond(cond, self.generator)
+
+    def drop(self, cond: torch.Tensor, p: float) -> torch.Tensor:
+        return self.task.drop_cond(cond, p, self.generator)
+
+
 class ClassConditionalTask(ConditionTask):
     """Class labels as condition ids; forget classes are remapped to random kept classes.
 
     Args:
+        adapter: the class-conditional adapter of the pipeline.
         scheduler: the training noise scheduler.
         images, labels: clean images in the model's input space and their classes.
         forget: class ids to erase.
-        num_classes: classes of the model; the null label is `num_classes`.
         target_label: remap every forget sample to this class instead of a random kept class.
     """
 
-    def __init__(self, scheduler, images: torch.Tensor, labels: torch.Tensor, forget: Sequence[int],
-                 num_classes: int, target_label: int | None = None):
+    def __init__(self, adapter, scheduler, images: torch.Tensor, labels: torch.Tensor, forget: Sequence[int],
+                 target_label: int | None = None):
+        num_classes = adapter.num_classes
         self.forget = sorted({int(c) for c in forget})
         kept = [c for c in range(num_classes) if c not in self.forget]
         is_forget = torch.isin(labels, torch.tensor(self.forget, dtype=labels.dtype))
-        super().__init__(scheduler, images[is_forget], labels[is_forget], images[~is_forget], labels[~is_forget],
-                         [target_label] if target_label is not None else kept, null=num_classes)
+        super().__init__(adapter, scheduler, images[is_forget], labels[is_forget], images[~is_forget],
+                         labels[~is_forget], [target_label] if target_label is not None else kept, null=num_classes)
 
     @classmethod
-    def for_unet(cls, unet, scheduler, images, labels, forget, target_label=None) -> ClassConditionalTask:
-        return cls(scheduler, images, labels, forget, null_label(unet), target_label)
+    def for_pipeline(cls, pipe, images, labels, forget, target_label=None) -> ClassConditionalTask:
+        from ..pipelines.adapters import adapter_for
 
-    def predict(self, unet, z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        return unet(z_t, t, class_labels=cond).sample
-
-
-class TextToImageTask(ConditionTask):
-    """Prompt ids into precomputed text embeddings, for `UNet2DConditionModel` (SD 1.x/2.x and SDXL).
-
-    Args:
-        scheduler: the training noise scheduler.
-        prompt_embeds: (P, L, D) encoder hidden states, one row per distinct prompt; row `null` is the
-            unconditional embedding.
-        pooled_embeds: (P, D') pooled embeddings for SDXL, else None.
-        time_ids: (6,) SDXL size/crop conditioning, else None.
-        forget_x, forget_c, retain_x, retain_c, anchors, null: as in `ConditionTask`; x are VAE latents.
-    """
-
-    def __init__(self, scheduler, prompt_embeds, forget_x, forget_c, retain_x, retain_c, anchors, null,
-                 pooled_embeds=None, time_ids=None):
-        super().__init__(scheduler, forget_x, forget_c, retain_x, retain_c, anchors, null)
-        self.prompt_embeds = prompt_embeds
-        self.pooled_embeds = pooled_embeds
-        self.time_ids = time_ids
-
-    def predict(self, unet, z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        dtype = z_t.dtype
-        hidden = self.prompt_embeds.to(z_t.device)[cond].to(dtype)
-        added = None
-        if self.pooled_embeds is not None:
-            added = {
-                "text_embeds": self.pooled_embeds.to(z_t.device)[cond].to(dtype),
-                "time_ids": self.time_ids.to(z_t.device, dtype).expand(cond.shape[0], -1),
-            }
-        return unet(z_t, t, encoder_hidden_states=hidden, added_cond_kwargs=added).sample
+        adapter = adapter_for(pipe)
+        return cls(adapter, adapter.training_scheduler(), images, labels, forget, target_label)

@@ -14,9 +14,9 @@ from PIL import Image
 
 from ..config import check
 from ..errors import ConfigError
-from ..eval.generate import GenerationRecord, generate_to_folder
-from ..pipelines.inference import autocast, encode_images
-from .tasks import TextToImageTask
+from ..pipelines.adapters import adapter_for
+from ..pipelines.generation import GenerationRecord, generate_to_folder
+from .tasks import ConditionTask
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
@@ -36,7 +36,7 @@ class TextConceptConfig:
     generation_batch_size: int = field(default=8, metadata={"help": "images per call when generating data"})
     resolution: int | None = field(default=None, metadata={"help": "training resolution; the model's default if null"})
     data_cache_dir: str | None = field(default=None, metadata={"help": "where generated data is cached"})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for UNet memory"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for denoiser memory"})
 
     def __post_init__(self):
         check(self.num_images_per_prompt >= 1, "num_images_per_prompt", self.num_images_per_prompt, ">= 1")
@@ -109,37 +109,13 @@ def _load_images(paths, resolution: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
 
 
-@torch.no_grad()
-def encode_prompt_table(pipe, prompts: list[str], device, dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Text embeddings (and SDXL pooled embeddings) of every prompt; row 0 must be the null prompt "".
-
-    The encoders keep their own dtype; `dtype` autocasts float32 encoders.
-    """
-    encoder = pipe.text_encoder
-    with autocast(device, dtype, encoder.dtype):
-        if hasattr(pipe, "text_encoder_2"):
-            embeds, _, pooled, _ = pipe.encode_prompt(prompts, device=device, num_images_per_prompt=1,
-                                                      do_classifier_free_guidance=False)
-            if pipe.config.force_zeros_for_empty_prompt:
-                embeds[0], pooled[0] = 0, 0  # SDXL's unconditional branch is all zeros
-            return embeds.float().cpu(), pooled.float().cpu()
-        embeds, _ = pipe.encode_prompt(prompts, device=device, num_images_per_prompt=1,
-                                       do_classifier_free_guidance=False)
-    return embeds.float().cpu(), None
-
-
-def default_resolution(pipe) -> int:
-    return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
-
-
-def build_text_task(pipe, scheduler, concept: TextConceptConfig, seed: int, device, dtype,
-                    base_fingerprint: str) -> TextToImageTask:
+def build_text_task(pipe, concept: TextConceptConfig, seed: int, device, dtype, base_fingerprint: str) -> ConditionTask:
     """Gather (or generate) forget and retain images, encode them and the prompts, build the task."""
     concept.require_prompts()
-    for name in ("vae", "text_encoder", "text_encoder_2"):  # frozen: only the UNet is trained
-        if getattr(pipe, name, None) is not None:
-            getattr(pipe, name).requires_grad_(False)
-    resolution = concept.resolution or default_resolution(pipe)
+    adapter = adapter_for(pipe)
+    for part in adapter.frozen_parts().values():  # frozen: only the denoiser is trained
+        part.requires_grad_(False)
+    resolution = concept.resolution or adapter.default_resolution()
     retain_prompts = concept.retain_prompts or concept.anchor_prompts
     pipe.to(device)
     sides = {}
@@ -155,12 +131,9 @@ def build_text_task(pipe, scheduler, concept: TextConceptConfig, seed: int, devi
     table = [""] + sorted({*concept.forget_prompts, *concept.anchor_prompts, *retain_prompts,
                            *(p for pairs in sides.values() for _, p in pairs)})
     index = {p: i for i, p in enumerate(table)}
-    embeds, pooled = encode_prompt_table(pipe, table, device, dtype)
-    latents = {s: encode_images(pipe.vae, _load_images([p for p, _ in pairs], resolution), device, dtype)
+    conditions = adapter.encode_prompts(table, device, dtype, resolution)
+    latents = {s: adapter.encode_images(_load_images([p for p, _ in pairs], resolution), device, dtype)
                for s, pairs in sides.items()}
     ids = {s: torch.tensor([index[p] for _, p in pairs]) for s, pairs in sides.items()}
-    time_ids = torch.tensor([resolution, resolution, 0, 0, resolution, resolution], dtype=torch.float32) \
-        if pooled is not None else None
-    return TextToImageTask(scheduler, embeds, latents["forget"], ids["forget"], latents["retain"], ids["retain"],
-                           anchors=[index[p] for p in concept.anchor_prompts], null=0, pooled_embeds=pooled,
-                           time_ids=time_ids)
+    return ConditionTask(adapter, adapter.training_scheduler(), latents["forget"], ids["forget"], latents["retain"],
+                         ids["retain"], anchors=[index[p] for p in concept.anchor_prompts], null=0, table=conditions)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 from collections.abc import Callable, Sequence
@@ -14,12 +15,14 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
 from ..config import check
 from ..errors import ConfigError
+from .tasks import Sampler
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 CHECKPOINT_DIR = "checkpoints"
@@ -66,6 +69,10 @@ class TrainConfig:
 def make_accelerator(config: TrainConfig, project_dir: str | Path) -> Accelerator:
     """An Accelerator for `config`. Without a GPU it is asked for CPU explicitly: otherwise, under
     `accelerate launch --multi_gpu` (torchrun) each process would think it is alone."""
+    if AcceleratorState._shared_state and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        # Accelerate keeps one process-wide state; in a single process, each erase (Python API or a
+        # script erasing twice) starts its own, whatever precision the one before used.
+        AcceleratorState._reset_state(reset_partial_state=True)
     no_device = not torch.cuda.is_available() and not torch.backends.mps.is_available()
     # The LR schedule counts optimizer steps. Accelerate's default steps a prepared scheduler once per
     # process at every optimizer step, which would run warm-up and decay N times faster under N processes.
@@ -116,7 +123,7 @@ class EraseTrainer:
     """Train `method` on `task` with Accelerate.
 
     Args:
-        unet: the model to train (its weights are changed in place).
+        denoiser: the denoiser to train, a UNet or a transformer (its weights are changed in place).
         method: supplies trainable parameters, an optional mask and `compute_loss`.
         task: supplies data and conditioning (see `erase.tasks`).
         config: optimisation settings.
@@ -124,7 +131,7 @@ class EraseTrainer:
         callbacks: `fn(trainer, step, logs)` run after each optimizer step on the main process.
     """
 
-    def __init__(self, unet, method, task, config: TrainConfig, work_dir: str | Path,
+    def __init__(self, denoiser, method, task, config: TrainConfig, work_dir: str | Path,
                  callbacks: Sequence[Callable[[EraseTrainer, int, dict[str, Any]], None]] = (),
                  accelerator: Accelerator | None = None):
         self.method, self.task, self.config = method, task, config
@@ -132,12 +139,12 @@ class EraseTrainer:
         self.callbacks = list(callbacks)
         self.accelerator = accelerator or make_accelerator(config, self.work_dir)
         self.state = TrainState()
-        self.unet = unet
+        self.denoiser = denoiser
         self.ema = None
 
     def _masked_parameters(self) -> dict[str, tuple[torch.nn.Parameter, torch.Tensor | None]]:
         """Trainable parameters with their masks; weights with an empty mask are frozen outright."""
-        params = self.method.trainable_parameters(self.unet)
+        params = self.method.trainable_parameters(self.denoiser, self.task)
         masks = self.method.mask.masks if self.method.mask is not None else {}
         out = {}
         for name, p in params.items():
@@ -145,7 +152,7 @@ class EraseTrainer:
             if masks and (m is None or not m.any()):
                 continue
             out[name] = (p, None if m is None or m.all() else m.to(p.device))
-        for p in self.unet.parameters():
+        for p in self.denoiser.parameters():
             p.requires_grad_(False)
         for p, m in out.values():
             p.requires_grad_(True)
@@ -199,7 +206,7 @@ class EraseTrainer:
         optimizer = torch.optim.AdamW([p for p, _ in masked.values()], lr=cfg.learning_rate, weight_decay=0.0)
         lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.lr_warmup_steps,
                                      num_training_steps=cfg.max_steps)
-        unet, optimizer, lr_scheduler = acc.prepare(self.unet, optimizer, lr_scheduler)
+        denoiser, optimizer, lr_scheduler = acc.prepare(self.denoiser, optimizer, lr_scheduler)
         if cfg.ema_decay:
             from diffusers.training_utils import EMAModel
 
@@ -214,9 +221,9 @@ class EraseTrainer:
         last: dict[str, Any] = {}
         bar = tqdm(total=cfg.max_steps, initial=self.state.step, disable=not acc.is_local_main_process,
                    desc="erase", dynamic_ncols=True)
-        unet.train()
+        denoiser.train()
         while self.state.step < cfg.max_steps:
-            logs = self._optimizer_step(unet, optimizer, lr_scheduler, masked)
+            logs = self._optimizer_step(denoiser, optimizer, lr_scheduler, masked)
             self.state.step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{logs['loss']:.4f}")
@@ -230,22 +237,22 @@ class EraseTrainer:
             for callback in self.callbacks:
                 callback(self, self.state.step, last)
         bar.close()
-        unet.eval()
+        denoiser.eval()
         acc.wait_for_everyone()
         if cfg.report_to:
             acc.end_training()
-        self.unet = acc.unwrap_model(unet, keep_fp32_wrapper=False)  # no autocast wrapper left on forward
+        self.denoiser = acc.unwrap_model(denoiser, keep_fp32_wrapper=False)  # no autocast wrapper left on forward
         return last
 
-    def _optimizer_step(self, unet, optimizer, lr_scheduler, masked) -> dict[str, Any]:
+    def _optimizer_step(self, denoiser, optimizer, lr_scheduler, masked) -> dict[str, Any]:
         cfg, acc = self.config, self.accelerator
         totals: dict[str, float] = {}
         accum = cfg.gradient_accumulation_steps
         for micro in range(accum):
             generator = step_generator(cfg.seed, self.state.step, micro, acc.process_index)
-            sync = acc.no_sync(unet) if micro < accum - 1 else nullcontext()
+            sync = acc.no_sync(denoiser) if micro < accum - 1 else nullcontext()
             with sync, acc.autocast():
-                loss, logs = self.method.compute_loss(unet, self.task, generator, acc.device)
+                loss, logs = self.method.compute_loss(denoiser, Sampler(self.task, generator, acc.device))
                 if not math.isfinite(loss.item()):
                     raise FloatingPointError(f"loss became {loss.item()} at step {self.state.step}; lower learning_rate")
                 acc.backward(loss / accum)

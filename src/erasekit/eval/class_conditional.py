@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..config import check
-from ..pipelines.pipeline_class_conditional import ClassConditionalPipeline, per_sample_generators
+from ..pipelines.generation import class_seeds
+from ..pipelines.generation import generate_class_samples as generate_class_samples_of
 from .classifier import DigitsCNN, classify
 from .metrics import frechet_distance, noisy_rate, per_class_accuracy, retain_accuracy, unlearning_accuracy
 
@@ -41,34 +42,20 @@ class ClassEvalResult:
     metrics: dict[str, object]
 
 
-def sample_seeds(classes: Sequence[int], n: int, base_seed: int) -> tuple[torch.Tensor, list[int]]:
-    labels = torch.tensor([c for c in classes for _ in range(n)])
-    seeds = [base_seed + c * n + i for c in classes for i in range(n)]
-    return labels, seeds
-
-
-@torch.no_grad()
-def generate_class_samples(pipe: ClassConditionalPipeline, config: ClassEvalConfig,
+def generate_class_samples(pipe, config: ClassEvalConfig,
                            classes: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Images in [-1, 1] and their intended labels; each image depends only on its class and seed."""
-    classes = list(range(pipe.num_classes)) if classes is None else list(classes)
-    labels, seeds = sample_seeds(classes, config.samples_per_class, config.eval_seed)
-    chunks = []
-    for start in range(0, len(seeds), config.eval_batch_size):
-        stop = start + config.eval_batch_size
-        out = pipe(
-            labels[start:stop].tolist(),
-            num_inference_steps=config.num_inference_steps,
-            guidance_scale=config.guidance_scale,
-            generator=per_sample_generators(seeds[start:stop]),
-            output_type="pt",
-        ).images
-        chunks.append(out.cpu() * 2 - 1)
-    return torch.cat(chunks), labels
+    from ..pipelines.adapters import adapter_for
+
+    classes = list(range(adapter_for(pipe).num_classes)) if classes is None else list(classes)
+    labels, seeds = class_seeds(classes, config.samples_per_class, config.eval_seed)
+    images = generate_class_samples_of(pipe, labels, seeds, config.num_inference_steps, config.guidance_scale,
+                                       config.eval_batch_size)
+    return images, labels
 
 
 def evaluate_class_conditional(
-    pipe: ClassConditionalPipeline,
+    pipe,
     classifier: DigitsCNN,
     forget: Sequence[int],
     config: ClassEvalConfig,

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..pipelines.digits_t2i import HELD_OUT_TEMPLATES, TRAIN_TEMPLATES, generated_digits
+from ..pipelines.digits import HELD_OUT_TEMPLATES, TRAIN_TEMPLATES, generated_digits
 from .classifier import classify, load_classifier
 
 

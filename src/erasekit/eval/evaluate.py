@@ -10,6 +10,8 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..io import atomic_dir, fingerprint_state_dict
+from ..pipelines.adapters import adapter_for
+from ..pipelines.loading import load_any_pipeline
 from .class_conditional import ClassEvalConfig, ClassEvalResult, evaluate_class_conditional
 from .classifier import load_classifier
 from .grids import image_grid, side_by_side
@@ -28,34 +30,11 @@ class EvalReport:
         return format_summary(self.before, self.after)
 
 
-def load_any_pipeline(model, **options):
-    """A pipeline object as it is, or loaded from a name, with its progress bar off."""
-    from ..pipelines.loading import load_pipeline
-
-    pipe = load_pipeline(model, **{k: v for k, v in options.items() if v}) \
-        if isinstance(model, (str, os.PathLike)) else model
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 def load_class_pipeline(model):
-    from ..pipelines.pipeline_class_conditional import ClassConditionalPipeline
-
     pipe = load_any_pipeline(model)
-    if not isinstance(pipe, ClassConditionalPipeline):
+    if adapter_for(pipe).family != "class-conditional":
         raise ConfigError(f"model '{model}' is a {type(pipe).__name__}; this evaluator needs a class-conditional model")
     return pipe
-
-
-def check_forget(forget: Sequence[int], num_classes: int) -> list[int]:
-    bad = [c for c in forget if not 0 <= c < num_classes]
-    if bad:
-        raise ConfigError(f"'forget' contains unknown class label {bad[0]}; this model has classes 0..{num_classes - 1}")
-    if not forget:
-        raise ConfigError("'forget' is empty; name at least one class label to erase")
-    if len(set(forget)) >= num_classes:
-        raise ConfigError("'forget' names every class; keep at least one class to retain")
-    return sorted(set(forget))
 
 
 def write_class_report(out_dir: Path, after: ClassEvalResult, before: ClassEvalResult | None,
@@ -80,7 +59,7 @@ def run_class_evaluation(pipe, baseline_pipe, forget: Sequence[int], config: Cla
     """Evaluate `pipe` (and `baseline_pipe` with the same seeds) and write the report to `out_dir`."""
     from ..pipelines.digits import load_digits_16
 
-    forget = check_forget(list(forget), pipe.num_classes)
+    forget = adapter_for(pipe).check_forget(list(forget))
     classifier = load_classifier(config.classifier)
     real = load_digits_16()
     after = evaluate_class_conditional(pipe, classifier, forget, config, real.test_images, real.test_labels)
@@ -91,8 +70,8 @@ def run_class_evaluation(pipe, baseline_pipe, forget: Sequence[int], config: Cla
     settings = {
         **settings,
         "forget": forget,
-        "model_fingerprint": fingerprint_state_dict(pipe.unet.state_dict()),
-        "baseline_fingerprint": fingerprint_state_dict(baseline_pipe.unet.state_dict()) if baseline_pipe else None,
+        "model_fingerprint": fingerprint_state_dict(adapter_for(pipe).denoiser.state_dict()),
+        "baseline_fingerprint": fingerprint_state_dict(adapter_for(baseline_pipe).denoiser.state_dict()) if baseline_pipe else None,
         "eval": asdict(config),
         "real_data": "digits test split (360 images)",
     }

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..config import build_configs, check, load_yaml
 from ..errors import ConfigError
-from .generate import GenerationRecord
+from ..pipelines.generation import GenerationRecord
 
 METRICS = ("nudenet", "clip", "classifier")
 GROUPS = ("target", "retain", "paraphrase")

@@ -8,6 +8,7 @@ and the same command continues it, skipping images already in the manifests.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -15,9 +16,11 @@ from pathlib import Path
 from .. import __version__
 from ..errors import ConfigError
 from ..io import check_output_free, commit_dir, fingerprint_state_dict, portable, staging_dir, write_json
-from .generate import generate_to_folder, read_manifest
+from ..pipelines.generation import generate_to_folder, read_manifest
 from .measure import Judge, collateral_metrics, group_metrics, load_images, measure_images
 from .suite import GROUPS, EvalSuite, build_records
+
+logger = logging.getLogger(__name__)
 
 EVAL_SCHEMA = "erasekit.eval/v1"
 SIDES = ("base", "model")
@@ -40,7 +43,7 @@ def _open_staging(output_dir: Path, suite: EvalSuite, identity: dict, overwrite:
             raise ConfigError(f"an interrupted eval with other settings is in {staging}; delete it or "
                               f"rerun the same command to continue it")
         if main:
-            print(f"continuing the interrupted eval in {staging}")
+            logger.info(f"continuing the interrupted eval in {staging}")
     elif main:
         staging.mkdir(parents=True, exist_ok=True)
         write_json(marker, settings)
@@ -112,19 +115,19 @@ def measure_run(staging: Path, suite: EvalSuite, records) -> tuple[dict, dict]:
 
 def run_text_eval(model, baseline, suite: EvalSuite, output_dir: str | os.PathLike, overwrite: bool = False) -> dict:
     """Generate the suite with `model` and `baseline`, measure both, write report.json/report.md/grids."""
-    from .evaluate import load_any_pipeline
-
+    from ..pipelines.adapters import adapter_for
     from ..pipelines.inference import DTYPES, safety_checker_record
+    from ..pipelines.loading import load_any_pipeline
 
     state = _process()
     dtype = DTYPES[suite.dtype] if suite.dtype else None
     pipes = {"model": load_any_pipeline(model, torch_dtype=dtype), "base": load_any_pipeline(baseline, torch_dtype=dtype)}
     for name, pipe in pipes.items():
-        if not hasattr(pipe, "text_encoder"):
+        if adapter_for(pipe).family != "text-to-image":
             raise ConfigError(f"--{'baseline' if name == 'base' else 'model'} is a {type(pipe).__name__}; a prompt "
                               f"suite needs text-to-image models (use the class-conditional eval for it)")
     identity = {"model": portable(str(model)), "baseline": portable(str(baseline)),
-                "fingerprints": {n: fingerprint_state_dict(p.unet.state_dict()) for n, p in pipes.items()}}
+                "fingerprints": {n: fingerprint_state_dict(adapter_for(p).denoiser.state_dict()) for n, p in pipes.items()}}
     records = build_records(suite)
     output_dir = Path(output_dir)
     staging = _open_staging(output_dir, suite, identity, overwrite, state.is_main_process)

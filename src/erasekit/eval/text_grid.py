@@ -7,7 +7,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from ..io import atomic_file
-from ..pipelines.inference import generate
+from ..pipelines.adapters import adapter_for
 from .grids import BACKGROUND, TEXT, side_by_side
 
 GRID_SEEDS = (0, 1, 2, 3)
@@ -15,8 +15,9 @@ GRID_SEEDS = (0, 1, 2, 3)
 
 def prompt_rows(pipe, prompts: list[str], seeds=GRID_SEEDS, steps: int = 30, guidance: float = 7.5,
                 resolution: int | None = None, dtype=None) -> list[list[Image.Image]]:
-    """One row of images per prompt, one column per seed (no safety checker, see `generate`)."""
-    return [generate(pipe, [prompt] * len(seeds), seeds, steps, guidance, resolution, resolution, dtype)
+    """One row of images per prompt, one column per seed (no safety checker, see `Adapter.generate`)."""
+    adapter = adapter_for(pipe)
+    return [adapter.generate([prompt] * len(seeds), seeds, steps, guidance, resolution, resolution, dtype)
             for prompt in prompts]
 
 

@@ -44,6 +44,8 @@ def _sd_family_license(pipe) -> str | None:
     name = type(pipe).__name__
     if name.startswith("StableDiffusionXL"):
         return SD2_LICENSE
+    if name.startswith("StableDiffusion3"):
+        return None  # SD 3 and 3.5 come under Stability AI's own community licenses; read from the card
     encoder = getattr(pipe, "text_encoder", None)
     if not name.startswith("StableDiffusion") or encoder is None:
         return None

@@ -117,17 +117,19 @@ def _recorded_variant(path: str | os.PathLike) -> str | None:
 def apply_delta_to_pipeline(base: str | os.PathLike, delta: str | os.PathLike, out: str | os.PathLike,
                             overwrite: bool = False, variant: str | None = None) -> Path:
     """`erasekit apply BASE DELTA OUT`: load BASE (its `variant`, e.g. fp16, if the erasure used one),
-    apply DELTA to its UNet, save the pipeline to OUT."""
+    apply DELTA to its denoiser (UNet or transformer), save the pipeline to OUT."""
     from ..io import atomic_dir, check_output_free
+    from .adapters import adapter_for
     from .inference import DTYPES
     from .loading import load_pipeline
 
     check_output_free(out, overwrite)
     variant = variant or _recorded_variant(delta)
     pipe = load_pipeline(base, variant=variant)
-    metadata = apply_delta(pipe.unet, delta)
+    denoiser = adapter_for(pipe).denoiser
+    metadata = apply_delta(denoiser, delta)
     if metadata.get("save_dtype"):
-        pipe.unet.to(DTYPES[metadata["save_dtype"]])
+        denoiser.to(DTYPES[metadata["save_dtype"]])
     with atomic_dir(out, overwrite) as tmp:
         pipe.save_pretrained(tmp, variant=variant)
     return Path(out)

@@ -70,3 +70,38 @@ def build_digits_schedulers() -> tuple[DDPMScheduler, DDIMScheduler]:
     """The training scheduler and the DDIM sampler saved with the pipeline."""
     train = DDPMScheduler(**DIGITS_SCHEDULER_CONFIG)
     return train, DDIMScheduler.from_config(train.config)
+
+
+# Captions of the digits text-to-image model (bundled:digits-t2i).
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+TRAIN_TEMPLATES = (
+    "a handwritten digit {}",
+    "the digit {}",
+    "a drawing of the number {}",
+    "handwritten {}",
+    "a scan of a handwritten {}",
+    "the number {} in ink",
+)
+# Never seen in training: used to test that erasure reaches paraphrases. The text encoder is random
+# and frozen, so the base model follows some unseen phrasings and not others: probing ten candidates
+# for "seven" and "three" (10 images each), these three were drawn as the digit 90-100% of the time,
+# while e.g. "a picture of the numeral {}" and "an image of a {}" gave 0%. Erasure can only be
+# measured on paraphrases the base model follows, so these are the held-out set.
+HELD_OUT_TEMPLATES = ("the number {} written by hand", "a handwritten {}", "a {} written in ink")
+
+
+def digit_prompts(digit: int, templates=TRAIN_TEMPLATES) -> list[str]:
+    return [t.format(NUMBER_WORDS[digit]) for t in templates]
+
+
+def generated_digits(pipe, digits, templates, n: int, seed: int, steps: int = 30, guidance: float = 4.0):
+    """Images in [-1, 1] as (N, 1, 16, 16) grey, with the intended digit of each."""
+    images, labels = [], []
+    for d in digits:
+        for j, prompt in enumerate(t.format(NUMBER_WORDS[d]) for t in templates):
+            gens = [torch.Generator().manual_seed(seed + 1000 * d + 100 * j + i) for i in range(n)]
+            out = pipe(prompt=[prompt] * n, num_inference_steps=steps, guidance_scale=guidance, generator=gens,
+                       height=16, width=16, output_type="pt").images
+            images.append(out.mean(1, keepdim=True) * 2 - 1)
+            labels += [d] * n
+    return torch.cat(images).cpu(), torch.tensor(labels)

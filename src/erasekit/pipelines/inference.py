@@ -10,7 +10,7 @@ base's modules in place, so the frozen parts can be saved bit-identical, dtype i
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -86,22 +86,6 @@ def decode_latents(pipe, latents: torch.Tensor, output_type: str = "pil"):
             latents = latents / config.scaling_factor + (getattr(config, "shift_factor", None) or 0.0)
         images = vae.decode(latents).sample
     return pipe.image_processor.postprocess(images.float(), output_type=output_type)
-
-
-def generate(pipe, prompts: Sequence[str], seeds: Sequence[int], steps: int, guidance: float,
-             height: int | None = None, width: int | None = None, dtype: torch.dtype | None = None,
-             output_type: str = "pil"):
-    """One batch of images, one prompt and seed each, with no safety checker and no watermark.
-
-    Each image has its own generator, so its noise depends only on its seed.
-    """
-    device = pipe.device
-    size = {"height": height, "width": width} if height else {}
-    with torch.no_grad(), autocast(device, dtype, pipe.dtype):
-        latents = pipe(prompt=list(prompts), num_inference_steps=steps, guidance_scale=guidance,
-                       generator=[torch.Generator().manual_seed(int(s)) for s in seeds], output_type="latent",
-                       **size).images
-    return decode_latents(pipe, latents, output_type)
 
 
 def safety_checker_record(pipe) -> dict[str, Any]:

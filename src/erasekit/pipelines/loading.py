@@ -145,3 +145,11 @@ def load_pipeline(
         transformers_logging.enable_progress_bar()
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def load_any_pipeline(model, **options) -> DiffusionPipeline:
+    """A pipeline object as it is, or loaded from a name (see `load_pipeline`), with its progress bar off."""
+    pipe = load_pipeline(model, **{k: v for k, v in options.items() if v}) \
+        if isinstance(model, (str, os.PathLike)) else model
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

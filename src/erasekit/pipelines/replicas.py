@@ -3,7 +3,9 @@
 A replica has every part and every setting that matters to loading, generating, training and saving
 the real checkpoint: SD 1.4/1.5 (PNDM, safety checker and feature extractor, `requires_safety_checker`),
 SD 2.1 (v-prediction, DDIM, no safety checker), SDXL base (two text encoders, a tokenizer padding with
-"!", `force_zeros_for_empty_prompt`, a VAE with `force_upcast`). Each is written with
+"!", `force_zeros_for_empty_prompt`, a VAE with `force_upcast`), SD 3 medium (two CLIP encoders with
+projections and T5, an MMDiT transformer, flow matching with shift 3, a 16-channel VAE with a shift
+factor) and FLUX.1-dev (CLIP and T5, guidance embedding, packed latents, dynamic shifting). Each is written with
 `save_pretrained` beside an `fp16` variant, with a model card carrying the real license, so tests load
 it from disk as users load the real one. `rigged_safety_checker=True` makes the SD 1.x safety checker
 flag every image: a generation path that leaves it on then yields black images, which tests detect.
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .tiny import tiny_clip_text_encoder, tiny_vae
+from .tiny import tiny_clip_text_encoder, tiny_flux_pipeline, tiny_sd3_pipeline, tiny_vae
 from .tokenizer import build_clip_tokenizer
 
 REPLICAS = {
@@ -24,9 +26,13 @@ REPLICAS = {
     "sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5",
     "sd21": "stabilityai/stable-diffusion-2-1",
     "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",
+    "sd3": "stabilityai/stable-diffusion-3-medium-diffusers",
+    "flux": "black-forest-labs/FLUX.1-dev",
 }
 LICENSES = {"sd14": "creativeml-openrail-m", "sd15": "creativeml-openrail-m", "sd21": "openrail++",
-            "sdxl": "openrail++"}
+            "sdxl": "openrail++", "sd3": "other", "flux": "other"}
+# The Hub's license_name of the "other" licenses.
+LICENSE_NAMES = {"sd3": "stabilityai-ai-community", "flux": "flux-1-dev-non-commercial-license"}
 SCHEDULER_BETAS = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
 FEATURE_SIZE = 32  # the real feature extractor crops to 224 for CLIP ViT-L/14; the tiny checker sees 32
 
@@ -117,7 +123,8 @@ def sdxl_replica(seed: int = 0):
 
 
 def _model_card(kind: str) -> str:
-    return (f"---\nlicense: {LICENSES[kind]}\ntags:\n- stable-diffusion\n- text-to-image\n---\n\n"
+    name = f"\nlicense_name: {LICENSE_NAMES[kind]}" if kind in LICENSE_NAMES else ""
+    return (f"---\nlicense: {LICENSES[kind]}{name}\ntags:\n- stable-diffusion\n- text-to-image\n---\n\n"
             f"# Tiny replica of {REPLICAS[kind]}\n\nThe structure of the real checkpoint with tiny random "
             f"weights, built by erasekit for tests.\n")
 
@@ -127,7 +134,7 @@ def build_replica(kind: str, path: str | os.PathLike, rigged_safety_checker: boo
     """Write a replica of `kind` (one of `REPLICAS`) to `path` as a diffusers directory, plus an fp16 variant.
 
     Args:
-        kind: sd14, sd15, sd21 or sdxl.
+        kind: sd14, sd15, sd21, sdxl, sd3 or flux.
         path: output directory.
         rigged_safety_checker: for SD 1.x, a safety checker that flags (blacks out) every image.
         fp16_variant: also write `*.fp16.safetensors` weights, as the real repositories carry.
@@ -137,7 +144,8 @@ def build_replica(kind: str, path: str | os.PathLike, rigged_safety_checker: boo
         raise ValueError(f"unknown replica '{kind}'; choose one of {', '.join(REPLICAS)}")
     pipe = {"sd14": lambda: sd1_replica(seed, rigged_safety_checker),
             "sd15": lambda: sd1_replica(seed + 1, rigged_safety_checker),
-            "sd21": lambda: sd21_replica(seed), "sdxl": lambda: sdxl_replica(seed)}[kind]()
+            "sd21": lambda: sd21_replica(seed), "sdxl": lambda: sdxl_replica(seed),
+            "sd3": lambda: tiny_sd3_pipeline(seed=seed), "flux": lambda: tiny_flux_pipeline(seed=seed)}[kind]()
     path = Path(path)
     if fp16_variant:  # first, so that the shared config.json files say float32, as the real ones do
         import copy

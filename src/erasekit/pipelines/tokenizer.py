@@ -65,3 +65,24 @@ def build_clip_tokenizer(max_length: int = 77, pad_token: str = END):
     # from_pretrained on a vocab.json + merges.txt directory works across transformers 4 and 5.
     return CLIPTokenizer.from_pretrained(_tokenizer_dir(), model_max_length=max_length, bos_token=START,
                                          eos_token=END, unk_token=END, pad_token=pad_token)
+
+
+@functools.lru_cache(maxsize=1)
+def _t5_pieces(size: int) -> tuple[tuple[str, float], ...]:
+    """A SentencePiece-style unigram vocabulary: the specials, then CLIP's most frequent whole words as
+    word-initial pieces ("\u2581word", scored by BPE rank), then single characters as a fallback."""
+    vocab = json.loads((Path(_tokenizer_dir()) / "vocab.json").read_text())
+    words = [t[:-4] for t in vocab if t.endswith("</w>") and t[:-4].isalnum() and t[:-4].isascii()][:size]
+    chars = sorted({c for w in words for c in w} | set(",.!?'-:;()"))
+    return (("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0),
+            *(("\u2581" + w, -1.0 - i / 100) for i, w in enumerate(words)),
+            ("\u2581", -500.0), *((c, -1000.0) for c in chars))
+
+
+def build_t5_tokenizer(size: int = 4000, max_length: int = 512):
+    """A `transformers.T5Tokenizer` (unigram, "</s>"-terminated, "<pad>" = 0, 100 sentinel ids), built
+    offline from the CLIP vocabulary: T5's own SentencePiece model does not ship in any package here.
+    Ids differ from a real T5 tokenizer's; the structure, specials and padding behave the same."""
+    from transformers import T5Tokenizer
+
+    return T5Tokenizer(vocab=list(_t5_pieces(size)), extra_ids=100, model_max_length=max_length)

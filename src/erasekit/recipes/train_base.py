@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import tempfile
 import time
@@ -26,15 +27,18 @@ from ..eval.class_conditional import ClassEvalConfig, generate_class_samples
 from ..eval.classifier import classify, save_classifier, train_digits_classifier
 from ..eval.metrics import noisy_rate
 from ..io import atomic_dir
-from .digits import (
+from ..pipelines.adapters import adapter_for
+from ..pipelines.digits import (
     DIGITS_SCHEDULER_CONFIG,
     DIGITS_UNET_CONFIG,
     build_digits_schedulers,
     build_digits_unet,
     load_digits_16,
 )
-from .loading import BUNDLED_DIR
-from .pipeline_class_conditional import ClassConditionalPipeline
+from ..pipelines.loading import BUNDLED_DIR
+from ..pipelines.pipeline_class_conditional import ClassConditionalPipeline
+
+logger = logging.getLogger(__name__)
 
 REPRODUCE = "erasekit train-base digits --output-dir src/erasekit/pipelines/bundled --overwrite"
 
@@ -73,12 +77,13 @@ def train_digits_base(config: DigitsBaseConfig) -> dict:
     classifier = train_digits_classifier(data.train_images, data.train_labels, config.classifier_epochs, config.seed)
     test_preds, _ = classify(classifier, data.test_images)
     classifier_acc = float((test_preds == data.test_labels).float().mean())
-    print(f"classifier test accuracy: {classifier_acc:.4f} on {len(data.test_labels)} held-out digits")
+    logger.info(f"classifier test accuracy: {classifier_acc:.4f} on {len(data.test_labels)} held-out digits")
 
     torch.manual_seed(config.seed)
     unet = build_digits_unet()
     train_scheduler, sampler = build_digits_schedulers()
-    task = ClassConditionalTask(train_scheduler, data.train_images, data.train_labels, forget=[], num_classes=10)
+    adapter = adapter_for(ClassConditionalPipeline(unet=unet, scheduler=sampler))
+    task = ClassConditionalTask(adapter, train_scheduler, data.train_images, data.train_labels, forget=[])
     train_config = TrainConfig(seed=config.seed, learning_rate=1e-3, max_steps=config.max_steps,
                                lr_scheduler="cosine", lr_warmup_steps=200, ema_decay=0.999, log_every=100)
     eval_config = ClassEvalConfig(samples_per_class=config.select_samples_per_class, eval_seed=10_000)
@@ -87,13 +92,13 @@ def train_digits_base(config: DigitsBaseConfig) -> dict:
     def select(trainer: EraseTrainer, step: int, logs: dict) -> None:
         if step % config.select_every and step != config.max_steps:
             return
-        candidate = copy.deepcopy(trainer.accelerator.unwrap_model(trainer.unet))
+        candidate = copy.deepcopy(trainer.accelerator.unwrap_model(trainer.denoiser))
         trainer.ema.copy_to(list(candidate.parameters()))
         candidate.eval()
         score = {"step": step, "loss": logs["loss"], **_score(candidate, sampler, classifier, eval_config,
                                                              data.train_images)}
         history.append(score)
-        print(f"step {step}: generated accuracy {score['accuracy']:.3f}, noisy {score['noisy_rate']:.3f}")
+        logger.info(f"step {step}: generated accuracy {score['accuracy']:.3f}, noisy {score['noisy_rate']:.3f}")
         key = (score["accuracy"], -score["noisy_rate"])
         if best["score"] is None or key > best["score"]:
             best.update(score=key, state={k: v.clone() for k, v in candidate.state_dict().items()}, step=step)

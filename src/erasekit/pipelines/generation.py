@@ -1,7 +1,9 @@
-"""Generate images to a folder with a manifest.jsonl (prompt, seed, guidance, label, path); resumable.
+"""Generation loops: prompt records to a folder with a manifest.jsonl (prompt, seed, guidance, label,
+path), resumable and shardable; and class-conditional samples by (label, seed).
 
 Each record is written once: images already listed in the manifest (and present on disk) are
-skipped, so an interrupted run continues where it stopped.
+skipped, so an interrupted run continues where it stopped. Each image's noise depends only on its seed.
+Both erasure (its training data) and evaluation generate through here.
 """
 
 from __future__ import annotations
@@ -77,11 +79,11 @@ def generate_to_folder(pipe, records: Sequence[GenerationRecord], folder: str | 
 
     With `world` processes, process `rank` takes every world-th batch and appends to its own
     `manifest-<rank>.jsonl`. Each image has its own generator, so its noise depends only on its seed.
-    Images never pass a safety checker (see `pipelines.inference.generate`); `dtype` autocasts
-    float32 weights.
+    Images never pass a safety checker (see `Adapter.generate`); `dtype` autocasts float32 weights.
     """
-    from ..pipelines.inference import generate
+    from .adapters import adapter_for
 
+    adapter = adapter_for(pipe)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     done = {r["path"] for r in read_manifest(folder)}
@@ -90,8 +92,8 @@ def generate_to_folder(pipe, records: Sequence[GenerationRecord], folder: str | 
         for index, batch in enumerate(plan_batches(records, batch_size)):
             if index % world != rank or all(r.path in done for r in batch):
                 continue
-            images = generate(pipe, [r.prompt for r in batch], [r.seed for r in batch], batch[0].steps,
-                              batch[0].guidance, height, width, dtype)
+            images = adapter.generate([r.prompt for r in batch], [r.seed for r in batch], batch[0].steps,
+                                      batch[0].guidance, height, width, dtype)
             for record, image in zip(batch, images):
                 if record.path in done:
                     continue
@@ -102,3 +104,25 @@ def generate_to_folder(pipe, records: Sequence[GenerationRecord], folder: str | 
                 manifest.flush()
     wanted = {r.path for r in records}
     return [r for r in read_manifest(folder) if r["path"] in wanted]
+
+
+def class_seeds(classes: Sequence[int], n: int, base_seed: int) -> tuple[torch.Tensor, list[int]]:
+    """Labels and seeds of `n` samples per class: sample i of class c has seed `base_seed + c*n + i`."""
+    labels = torch.tensor([c for c in classes for _ in range(n)])
+    seeds = [base_seed + c * n + i for c in classes for i in range(n)]
+    return labels, seeds
+
+
+@torch.no_grad()
+def generate_class_samples(pipe, labels: torch.Tensor, seeds: Sequence[int], steps: int, guidance: float,
+                           batch_size: int) -> torch.Tensor:
+    """Images in [-1, 1], one per (label, seed), from a class-conditional pipeline."""
+    from .adapters import adapter_for
+
+    adapter = adapter_for(pipe)
+    chunks = []
+    for start in range(0, len(seeds), batch_size):
+        stop = start + batch_size
+        out = adapter.generate_labels(labels[start:stop].tolist(), seeds[start:stop], steps, guidance)
+        chunks.append(out.cpu() * 2 - 1)
+    return torch.cat(chunks)

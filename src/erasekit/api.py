@@ -1,7 +1,12 @@
-"""`erasekit.erase`: load a model, compute the mask, train, save the erased pipeline and its report."""
+"""`erasekit.erase`: load a model, compute the mask, train, save the erased pipeline, evaluate and report.
+
+The top layer: it joins `erase` (masks, methods, trainer) and `eval` (judges, reports) over the model
+adapters of `pipelines`.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
@@ -12,16 +17,27 @@ from typing import Any
 
 import torch
 
-from .. import __version__
-from ..config import build_configs, check, load_yaml
-from ..errors import ConfigError
-from ..eval.class_conditional import ClassEvalConfig
-from ..io import check_output_free, commit_dir, fingerprint_state_dict, portable, staging_dir, write_json, write_text
-from ..pipelines.inference import DTYPES, safety_checker_record, torch_dtype
-from .masks import save_mask
-from .methods import Shard, get_method
-from .text import TextConceptConfig
-from .trainer import CHECKPOINT_DIR, EraseTrainer, TrainConfig, make_accelerator
+from . import __version__
+from .config import build_configs, check, load_yaml
+from .erase.masks import save_mask
+from .erase.methods import Shard, get_method
+from .erase.text import TextConceptConfig
+from .erase.trainer import CHECKPOINT_DIR, EraseTrainer, TrainConfig, make_accelerator
+from .errors import ConfigError
+from .eval.class_conditional import ClassEvalConfig
+from .io import (
+    check_output_free,
+    commit_dir,
+    fingerprint_state_dict,
+    portable,
+    staging_dir,
+    write_json,
+    write_text,
+)
+from .pipelines.adapters import adapter_for
+from .pipelines.inference import DTYPES, safety_checker_record, torch_dtype
+
+logger = logging.getLogger(__name__)
 
 DATA_SOURCES = ("digits", "generated")
 
@@ -125,33 +141,25 @@ def _prepare_staging(run: EraseConfig) -> Path:
     return staging
 
 
-def _build_task(cfg: Configs, base, unet, accelerator, base_fingerprint: str):
+def _build_task(cfg: Configs, base, denoiser, accelerator, base_fingerprint: str):
     """The family's task and a description of the concept."""
-    from diffusers import DDPMScheduler
+    adapter = adapter_for(base)
+    if adapter.family == "class-conditional":
+        from .erase.class_data import load_class_data
+        from .erase.tasks import ClassConditionalTask
 
-    from ..pipelines.pipeline_class_conditional import ClassConditionalPipeline
-
-    scheduler = DDPMScheduler.from_config(base.scheduler.config)
-    if isinstance(base, ClassConditionalPipeline):
-        from ..eval.evaluate import check_forget
-        from .class_data import load_class_data
-        from .tasks import ClassConditionalTask
-
-        forget = check_forget(cfg.run.forget, base.num_classes)
+        forget = adapter.check_forget(cfg.run.forget)
         target = getattr(cfg.method, "target_label", None)
-        if target is not None and (target in forget or not 0 <= target < base.num_classes):
-            raise ConfigError(f"'target_label' is {target} but must be a kept class in 0..{base.num_classes - 1}")
+        if target is not None and (target in forget or not 0 <= target < adapter.num_classes):
+            raise ConfigError(f"'target_label' is {target} but must be a kept class in 0..{adapter.num_classes - 1}")
         images, labels = load_class_data(cfg.run, base)
-        task = ClassConditionalTask.for_unet(unet, scheduler, images, labels, forget, target)
+        task = ClassConditionalTask(adapter, adapter.training_scheduler(), images, labels, forget, target)
         return task, {"name": f"classes {forget}", "forget_classes": forget}
-    if not hasattr(base, "text_encoder"):
-        raise ConfigError(f"'{cfg.run.pretrained_model_name_or_path}' is a {type(base).__name__}; erasekit erases "
-                          f"class-conditional and Stable Diffusion (1.x, 2.x, XL) pipelines")
-    from .text import build_text_task
+    from .erase.text import build_text_task
 
     if cfg.concept.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-    task = build_text_task(base, scheduler, cfg.concept, cfg.run.seed, accelerator.device,
+        denoiser.enable_gradient_checkpointing()
+    task = build_text_task(base, cfg.concept, cfg.run.seed, accelerator.device,
                            torch_dtype(accelerator.mixed_precision), base_fingerprint)
     base.to("cpu")
     concept = {"name": ", ".join(cfg.concept.forget_prompts), "forget_prompts": cfg.concept.forget_prompts,
@@ -161,76 +169,67 @@ def _build_task(cfg: Configs, base, unet, accelerator, base_fingerprint: str):
 
 
 def _train(cfg: Configs, staging: Path, base, base_fingerprint: str, accelerator):
-    """Mask and training; on failure keep checkpoints for resume, else leave nothing behind."""
+    """Mask and training (or a training-free edit); on failure keep checkpoints for resume, else leave
+    nothing behind."""
     run = cfg.run
-    unet = type(base.unet).from_config(base.unet.config)
-    unet.load_state_dict(base.unet.state_dict())
+    adapter = adapter_for(base)
+    denoiser = adapter.copy_denoiser()
     accelerator.wait_for_everyone()  # every rank has checked the output paths before any is created
     if accelerator.is_main_process:
         staging.mkdir(parents=True, exist_ok=True)
     try:
         with accelerator.main_process_first():  # the main process fills the data cache; the others read it
-            task, concept = _build_task(cfg, base, unet, accelerator, base_fingerprint)
+            task, concept = _build_task(cfg, base, denoiser, accelerator, base_fingerprint)
         method = get_method(run.method)[1](cfg.method)
-        unet.to(accelerator.device)
-        method.prepare(unet, task, torch.Generator().manual_seed(run.seed), shard_of(accelerator))
+        denoiser.to(accelerator.device)
+        teacher = adapter.copy_denoiser().requires_grad_(False).to(accelerator.device) if method.needs_teacher \
+            else None
+        method.prepare(denoiser, task, torch.Generator().manual_seed(run.seed), shard_of(accelerator), teacher)
         if method.mask is not None and accelerator.is_main_process:
             save_mask(method.mask, staging / "mask.safetensors", concept=concept["name"], overwrite=True,
                       base_fingerprint=base_fingerprint)
-        trainer = EraseTrainer(unet, method, task, run, staging, accelerator=accelerator)
-        last = trainer.train()
+        if method.edit is not None:
+            last = {"step": 0, **method.edit(denoiser, task)}
+        else:
+            trainer = EraseTrainer(denoiser, method, task, run, staging, accelerator=accelerator)
+            last = trainer.train()
+            denoiser = trainer.denoiser
     except BaseException:
         if not (staging / CHECKPOINT_DIR).is_dir() and accelerator.is_main_process:
             shutil.rmtree(staging, ignore_errors=True)
         raise
-    return trainer.unet.to("cpu").eval(), method, concept, last
-
-
-def _family(pipe) -> str:
-    from ..pipelines.pipeline_class_conditional import ClassConditionalPipeline
-
-    return "class-conditional" if isinstance(pipe, ClassConditionalPipeline) else "text-to-image"
-
-
-def _erased_pipeline(base, unet):
-    """The base pipeline with the erased UNet; every other part is the base's own object, unchanged."""
-    from ..pipelines.pipeline_class_conditional import ClassConditionalPipeline
-
-    if isinstance(base, ClassConditionalPipeline):
-        pipe = ClassConditionalPipeline(unet=unet, scheduler=base.scheduler)
-    else:
-        pipe = type(base)(**{**base.components, "unet": unet})
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return denoiser.to("cpu").eval(), method, concept, last
 
 
 def run_erase(cfg: Configs) -> EraseResult:
     """Erase with parsed configs; see `erase` for the public entry point."""
-    from ..eval.evaluate import load_any_pipeline
-    from ..pipelines.delta import DELTA_FILE, save_delta
+    from .pipelines.delta import DELTA_FILE, save_delta
+    from .pipelines.loading import load_any_pipeline
 
     started = time.time()
     run = cfg.run
     staging = _prepare_staging(run)
     base = load_any_pipeline(run.pretrained_model_name_or_path, revision=run.revision, variant=run.variant)
-    cfg.check_family(_family(base), portable(run.pretrained_model_name_or_path))
-    base_fingerprint = fingerprint_state_dict(base.unet.state_dict())
+    adapter = adapter_for(base)
+    cfg.check_family(adapter.family, portable(run.pretrained_model_name_or_path))
+    base_denoiser = adapter.denoiser
+    base_fingerprint = fingerprint_state_dict(base_denoiser.state_dict())
     accelerator = make_accelerator(run, staging)
     effective_batch = _effective_batch(cfg, accelerator)
     if accelerator.is_main_process and effective_batch:
-        print(f"effective batch {effective_batch['total']} = {accelerator.num_processes} process(es) x "
+        logger.info(f"effective batch {effective_batch['total']} = {accelerator.num_processes} process(es) x "
               f"{effective_batch['per_process']} x {run.gradient_accumulation_steps} accumulation step(s)")
-    unet, method, concept, last = _train(cfg, staging, base, base_fingerprint, accelerator)
+    denoiser, method, concept, last = _train(cfg, staging, base, base_fingerprint, accelerator)
     if not accelerator.is_main_process:
         return EraseResult(Path(run.output_dir), None, None, {})
-    if unet.dtype != base.unet.dtype:  # trained in float32 master weights; saved as the base stores them
-        unet.to(base.unet.dtype)
-    erased = _erased_pipeline(base, unet)
-    delta = save_delta(staging / DELTA_FILE, base.unet, unet, method.mask.masks if method.mask else None,
+    if denoiser.dtype != base_denoiser.dtype:  # trained in float32 master weights; saved as the base stores them
+        denoiser.to(base_denoiser.dtype)
+    erased = adapter.with_denoiser(denoiser)
+    delta = save_delta(staging / DELTA_FILE, base_denoiser, denoiser, method.mask.masks if method.mask else None,
                        overwrite=True, base_fingerprint=base_fingerprint, save_dtype=run.save_dtype,
                        variant=run.variant)
     if run.save_dtype:
-        unet.to(DTYPES[run.save_dtype])
+        denoiser.to(DTYPES[run.save_dtype])
     erased.save_pretrained(staging, variant=run.variant)
     metrics: dict[str, Any] = {"train": last}
     report_path = _evaluate(cfg, erased, base, concept, staging, metrics, accelerator)
@@ -242,12 +241,14 @@ def run_erase(cfg: Configs) -> EraseResult:
         "concept": concept,
         "method": run.method,
         "config": portable(_recorded_config(cfg, "forget_classes" in concept)),
+        "denoiser": {"attribute": adapter.denoiser_name, "class": type(denoiser).__name__,
+                     "adapter": type(adapter).__name__},
         "seed": run.seed,
         "mask": {"ratio": method.mask.ratio, "selected": method.mask.selected, "total": method.mask.total}
         if method.mask is not None else None,
         "precision": {"mixed_precision": accelerator.mixed_precision, "master_weights": "float32",
-                      "base_unet_dtype": str(base.unet.dtype).removeprefix("torch."),
-                      "saved_unet_dtype": str(unet.dtype).removeprefix("torch."), "variant": run.variant},
+                      "base_unet_dtype": str(base_denoiser.dtype).removeprefix("torch."),
+                      "saved_unet_dtype": str(denoiser.dtype).removeprefix("torch."), "variant": run.variant},
         "effective_batch": effective_batch,
         "safety_checker": safety_checker_record(base),
         "versions": _versions(),
@@ -264,27 +265,25 @@ def run_erase(cfg: Configs) -> EraseResult:
 
 
 def _evaluate(cfg: Configs, erased, base, concept, staging: Path, metrics: dict, accelerator) -> Path | None:
-    from ..pipelines.pipeline_class_conditional import ClassConditionalPipeline
-
     if not cfg.run.evaluate:
         return None
     settings = {"model": str(cfg.run.output_dir), "baseline": cfg.run.pretrained_model_name_or_path}
-    if isinstance(erased, ClassConditionalPipeline):
-        from ..eval.evaluate import run_class_evaluation
+    if adapter_for(erased).family == "class-conditional":
+        from .eval.evaluate import run_class_evaluation
 
         report = run_class_evaluation(erased, base, concept["forget_classes"], cfg.eval, staging / "report", settings)
         metrics.update(before=report.before, after=report.after)
-        print(report.summary())
+        logger.info(report.summary())
         return staging / "report" / "report.md"
-    from ..eval.text_grid import write_prompt_grid
+    from .eval.text_grid import write_prompt_grid
 
     return write_prompt_grid(base, erased, concept, cfg, staging / "report" / "grid.png", accelerator.device,
                              torch_dtype(accelerator.mixed_precision))
 
 
 def _write_card(staging: Path, record: dict, base_name: str, base) -> None:
-    from ..pipelines.card import model_card
-    from ..pipelines.loading import resolve_model_path
+    from .pipelines.card import model_card
+    from .pipelines.loading import resolve_model_path
 
     base_dir = resolve_model_path(base_name)
     grid = "report/grid.png" if (staging / "report" / "grid.png").is_file() else None

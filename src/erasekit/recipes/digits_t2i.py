@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,25 +22,17 @@ import torch.nn.functional as F
 from .. import __version__
 from ..config import check
 from ..io import atomic_dir
-from .digits import load_digits_16
-from .loading import BUNDLED_DIR
+from ..pipelines.digits import (
+    TRAIN_TEMPLATES,
+    digit_prompts,
+    generated_digits,
+    load_digits_16,
+)
+from ..pipelines.loading import BUNDLED_DIR
+
+logger = logging.getLogger(__name__)
 
 REPRODUCE_T2I = "erasekit train-base digits-t2i --output-dir src/erasekit/pipelines/bundled --overwrite"
-NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-TRAIN_TEMPLATES = (
-    "a handwritten digit {}",
-    "the digit {}",
-    "a drawing of the number {}",
-    "handwritten {}",
-    "a scan of a handwritten {}",
-    "the number {} in ink",
-)
-# Never seen in training: used to test that erasure reaches paraphrases. The text encoder is random
-# and frozen, so the base model follows some unseen phrasings and not others: probing ten candidates
-# for "seven" and "three" (10 images each), these three were drawn as the digit 90-100% of the time,
-# while e.g. "a picture of the numeral {}" and "an image of a {}" gave 0%. Erasure can only be
-# measured on paraphrases the base model follows, so these are the held-out set.
-HELD_OUT_TEMPLATES = ("the number {} written by hand", "a handwritten {}", "a {} written in ink")
 TOKEN_LENGTH = 16
 
 
@@ -61,10 +54,6 @@ class DigitsT2IConfig:
         check(self.select_every >= 1, "select_every", self.select_every, ">= 1")
 
 
-def digit_prompts(digit: int, templates=TRAIN_TEMPLATES) -> list[str]:
-    return [t.format(NUMBER_WORDS[digit]) for t in templates]
-
-
 def build_components(seed: int = 0) -> dict:
     """Untrained parts of the digits-t2i pipeline, built from configs.
 
@@ -74,7 +63,7 @@ def build_components(seed: int = 0) -> dict:
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from .tokenizer import build_clip_tokenizer
+    from ..pipelines.tokenizer import build_clip_tokenizer
 
     torch.manual_seed(seed)
     vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32),
@@ -120,21 +109,11 @@ def train_vae(vae, images: torch.Tensor, steps: int, seed: int, kl_weight: float
     return float(F.mse_loss(recon, rgb(images)))
 
 
-def generated_digits(pipe, digits, templates, n: int, seed: int, steps: int = 30, guidance: float = 4.0):
-    """Images in [-1, 1] as (N, 1, 16, 16) grey, with the intended digit of each."""
-    images, labels = [], []
-    for d in digits:
-        for j, prompt in enumerate(t.format(NUMBER_WORDS[d]) for t in templates):
-            gens = [torch.Generator().manual_seed(seed + 1000 * d + 100 * j + i) for i in range(n)]
-            out = pipe(prompt=[prompt] * n, num_inference_steps=steps, guidance_scale=guidance, generator=gens,
-                       height=16, width=16, output_type="pt").images
-            images.append(out.mean(1, keepdim=True) * 2 - 1)
-            labels += [d] * n
-    return torch.cat(images).cpu(), torch.tensor(labels)
-
-
 def _text_task(components, images, labels, scheduler):
-    from ..erase.tasks import TextToImageTask
+    from diffusers import StableDiffusionPipeline
+
+    from ..erase.tasks import ConditionTask
+    from ..pipelines.adapters import adapter_for
 
     prompts = [""] + [p for d in range(10) for p in digit_prompts(d)]
     index = {p: i for i, p in enumerate(prompts)}
@@ -147,7 +126,10 @@ def _text_task(components, images, labels, scheduler):
     pairs = [(i, index[p]) for i, d in enumerate(labels.tolist()) for p in digit_prompts(d)]
     x = latents[torch.tensor([i for i, _ in pairs])]
     c = torch.tensor([c for _, c in pairs])
-    return TextToImageTask(scheduler, embeds, x[:0], c[:0], x, c, anchors=[0], null=0)
+    adapter = adapter_for(StableDiffusionPipeline(**components, safety_checker=None, feature_extractor=None,
+                                                  requires_safety_checker=False))
+    return ConditionTask(adapter, scheduler, x[:0], c[:0], x, c, anchors=[0], null=0,
+                         table={"encoder_hidden_states": embeds})
 
 
 def train_digits_t2i(config: DigitsT2IConfig) -> dict:
@@ -162,7 +144,7 @@ def train_digits_t2i(config: DigitsT2IConfig) -> dict:
     data = load_digits_16()
     parts = build_components(config.seed)
     vae_mse = train_vae(parts["vae"], data.train_images, config.vae_steps, config.seed)
-    print(f"VAE reconstruction MSE on the training digits: {vae_mse:.4f}")
+    logger.info(f"VAE reconstruction MSE on the training digits: {vae_mse:.4f}")
     train_scheduler = DDPMScheduler.from_config(parts["scheduler"].config)
     task = _text_task(parts, data.train_images, data.train_labels, train_scheduler)
     judge = load_classifier("bundled:digits-classifier")
@@ -171,7 +153,7 @@ def train_digits_t2i(config: DigitsT2IConfig) -> dict:
     def select(trainer, step, logs):
         if step % config.select_every and step != config.max_steps:
             return
-        unet = copy.deepcopy(trainer.accelerator.unwrap_model(trainer.unet))
+        unet = copy.deepcopy(trainer.accelerator.unwrap_model(trainer.denoiser))
         trainer.ema.copy_to(list(unet.parameters()))
         pipe = StableDiffusionPipeline(**{**parts, "unet": unet.eval()}, safety_checker=None, feature_extractor=None,
                                        requires_safety_checker=False)
@@ -180,7 +162,7 @@ def train_digits_t2i(config: DigitsT2IConfig) -> dict:
                                           seed=50_000)
         accuracy = float((classify(judge, images)[0] == labels).float().mean())
         history.append({"step": step, "loss": logs["loss"], "accuracy": accuracy})
-        print(f"step {step}: generated accuracy {accuracy:.3f}")
+        logger.info(f"step {step}: generated accuracy {accuracy:.3f}")
         if not best or accuracy >= best["accuracy"]:
             best.update(accuracy=accuracy, step=step, state={k: v.clone() for k, v in unet.state_dict().items()})
 

@@ -1,0 +1,123 @@
+"""The adapter interface, with the DDPM (epsilon, v, sample) behaviour that UNet families share."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..inference import autocast, decode_latents, encode_images
+
+# Scope presets for UNets (diffusers module paths); transformer adapters define their own.
+UNET_SCOPES = {
+    "all": r".*",
+    "xattn": r"attn2\.",
+    "attn": r"(^|\.)attn[12]\.|(^|\.)attentions\.\d+\.to_",
+    "no-norm": r"^(?!.*norm).*",
+}
+
+
+@dataclass
+class NoisyBatch:
+    """`z_t`, the denoiser's timestep input `t`, and its regression target."""
+
+    z_t: torch.Tensor
+    t: torch.Tensor
+    target: torch.Tensor
+
+
+class Adapter:
+    """One pipeline family: its denoiser, conditioning, noising, latents and how to rebuild it.
+
+    Conditions are tables with one row per prompt (or class): `encode_prompts` builds them once with
+    the frozen encoders, and `predict` takes the rows of a batch.
+    """
+
+    family = "text-to-image"
+    denoiser_name = "unet"
+    scopes: dict[str, str] = UNET_SCOPES
+
+    def __init__(self, pipe):
+        self.pipe = pipe
+
+    # -- the model ---------------------------------------------------------------------------------
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        return getattr(self.pipe, self.denoiser_name)
+
+    def frozen_parts(self) -> dict[str, torch.nn.Module]:
+        """Every module of the pipeline but the denoiser: encoders, VAE, safety checker."""
+        return {name: part for name, part in self.pipe.components.items()
+                if isinstance(part, torch.nn.Module) and name != self.denoiser_name}
+
+    def copy_denoiser(self) -> torch.nn.Module:
+        """A float32 copy of the denoiser (the master weights of training, whatever the base's dtype)."""
+        base = self.denoiser
+        copy = type(base).from_config(base.config)
+        copy.load_state_dict(base.state_dict())
+        return copy
+
+    def with_denoiser(self, denoiser: torch.nn.Module):
+        """The same pipeline with `denoiser`; every other part is the base's own object, unchanged."""
+        pipe = type(self.pipe)(**{**self.pipe.components, self.denoiser_name: denoiser})
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def default_resolution(self) -> int:
+        return int(self.denoiser.config.sample_size) * int(self.pipe.vae_scale_factor)
+
+    # -- noise -------------------------------------------------------------------------------------
+    def training_scheduler(self):
+        from diffusers import DDPMScheduler
+
+        return DDPMScheduler.from_config(self.pipe.scheduler.config)
+
+    def noise_and_target(self, scheduler, x0: torch.Tensor, generator: torch.Generator) -> NoisyBatch:
+        """Draw `t ~ U{0..T-1}` and Gaussian noise from `generator`; the target follows the scheduler's
+        `prediction_type`: epsilon, v_prediction or sample."""
+        n = x0.shape[0]
+        noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(x0.device, x0.dtype)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=generator).to(x0.device)
+        z_t = scheduler.add_noise(x0, noise, t)
+        kind = scheduler.config.prediction_type
+        if kind == "epsilon":
+            target = noise
+        elif kind == "v_prediction":
+            target = scheduler.get_velocity(x0, noise, t)
+        elif kind == "sample":
+            target = x0
+        else:
+            raise ValueError(f"unsupported prediction_type {kind!r}")
+        return NoisyBatch(z_t, t, target)
+
+    # -- conditions --------------------------------------------------------------------------------
+    def encode_prompts(self, prompts: Sequence[str], device, dtype, resolution: int) -> dict[str, torch.Tensor]:
+        """One row per prompt of every conditioning tensor the denoiser takes, float32 on the host."""
+        raise NotImplementedError
+
+    def predict(self, denoiser, z_t: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    # -- latents -----------------------------------------------------------------------------------
+    def encode_images(self, images: torch.Tensor, device, dtype) -> torch.Tensor:
+        """Images in [-1, 1] to the denoiser's input space, float32 on the host."""
+        return encode_images(self.pipe.vae, images, device, dtype)
+
+    def decode(self, latents: torch.Tensor, height: int, width: int, output_type: str = "pil"):
+        return decode_latents(self.pipe, latents, output_type)
+
+    def generate(self, prompts: Sequence[str], seeds: Sequence[int], steps: int, guidance: float,
+                 height: int | None = None, width: int | None = None, dtype: torch.dtype | None = None,
+                 output_type: str = "pil"):
+        """One batch of images, one prompt and seed each, with no safety checker and no watermark.
+
+        Each image has its own generator, so its noise depends only on its seed.
+        """
+        height = height or self.default_resolution()
+        width = width or self.default_resolution()
+        with torch.no_grad(), autocast(self.pipe.device, dtype, self.pipe.dtype):
+            latents = self.pipe(prompt=list(prompts), num_inference_steps=steps, guidance_scale=guidance,
+                                generator=[torch.Generator().manual_seed(int(s)) for s in seeds],
+                                output_type="latent", height=height, width=width).images
+        return self.decode(latents, height, width, output_type)

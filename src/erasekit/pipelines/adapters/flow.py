@@ -1,0 +1,38 @@
+"""What flow-matching transformers (SD3, FLUX) share: rectified-flow noising and transformer scopes."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import Adapter, NoisyBatch
+
+# Scope presets for MMDiT transformers. "xattn" is the text stream of the joint attention (its own
+# q/k/v and output projections), the nearest thing these models have to a UNet's cross-attention.
+TRANSFORMER_SCOPES = {
+    "all": r".*",
+    "xattn": r"\.attn\.(add_[qkv]_proj|to_add_out)\.",
+    "attn": r"\.attn\.",
+    "no-norm": r"^(?!.*norm).*",
+}
+
+
+class FlowMatchingAdapter(Adapter):
+    """`z_t = (1 - s) x0 + s noise`, target `noise - x0` (the velocity these models predict), with
+    `s` drawn uniformly from the training scheduler's sigmas (shifted as its config says)."""
+
+    denoiser_name = "transformer"
+    scopes = TRANSFORMER_SCOPES
+
+    def training_scheduler(self):
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        return FlowMatchEulerDiscreteScheduler.from_config(self.pipe.scheduler.config)
+
+    def noise_and_target(self, scheduler, x0: torch.Tensor, generator: torch.Generator) -> NoisyBatch:
+        n = x0.shape[0]
+        noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(x0.device, x0.dtype)
+        index = torch.randint(0, len(scheduler.sigmas), (n,), generator=generator)
+        sigma = scheduler.sigmas[index].to(x0.device, torch.float32).view(n, *([1] * (x0.dim() - 1)))
+        z_t = ((1 - sigma) * x0.float() + sigma * noise.float()).to(x0.dtype)
+        t = (sigma.flatten() * scheduler.config.num_train_timesteps).to(x0.device)
+        return NoisyBatch(z_t, t, (noise.float() - x0.float()).to(x0.dtype))
