@@ -81,8 +81,9 @@ def test_eval_and_grid_commands_write_their_outputs(tmp_path, capsys):
     assert main(["eval", "--model", "bundled:digits-cfg", "--baseline", "bundled:digits-cfg", "--forget", "4",
                  "--output", str(tmp_path / "report"), *small]) == 0
     report = json.loads((tmp_path / "report" / "report.json").read_text())
-    assert report["before"]["UA"] == report["after"]["UA"]  # same model, same seeds
-    assert report["settings"]["forget"] == [4]
+    classes = report["metrics"]["classes"]
+    assert classes["base"]["UA"] == classes["model"]["UA"]  # same model, same seeds
+    assert report["settings"]["suite"]["forget"] == [4]
     assert main(["grid", "--model", "bundled:digits-cfg", "--columns", "3", "--num-inference-steps", "3",
                  "--output", str(tmp_path / "g.png")]) == 0
     from PIL import Image
@@ -98,7 +99,7 @@ def test_class_conditional_suite_file(tmp_path):
                  "--samples-per-class", "2", "--num-inference-steps", "3", "--forget", "5",
                  "--output", str(tmp_path / "r")]) == 0
     report = json.loads((tmp_path / "r" / "report.json").read_text())
-    assert report["settings"]["forget"] == [5] and report["settings"]["eval"]["samples_per_class"] == 2
+    assert report["settings"]["suite"]["forget"] == [5] and report["settings"]["suite"]["samples_per_class"] == 2
 
 
 def test_bad_apply_push_and_suite_input(tmp_path, capsys):
@@ -114,10 +115,10 @@ def test_bad_apply_push_and_suite_input(tmp_path, capsys):
     suite = Path(__file__).parents[1] / "configs" / "eval" / "digits-t2i.yaml"
     line = _run_bad(["eval", "--model", "bundled:digits-cfg", "--baseline", "bundled:digits-cfg", "--suite", str(suite),
                      "--output", str(tmp_path / "r")], tmp_path, capsys)
-    assert "ClassConditionalPipeline" in line and "text-to-image" in line
-    line = _run_bad(["eval", "--model", "bundled:digits-t2i", "--suite", str(suite), "--output", str(tmp_path / "r")],
-                    tmp_path, capsys)
-    assert "--baseline BASE" in line
+    assert "'prompts_csv' gives prompts, but the model is class-conditional" in line
+    line = _run_bad(["eval", "--model", "bundled:digits-t2i", "--baseline", "bundled:digits-cfg", "--forget", "1",
+                     "--output", str(tmp_path / "r")], tmp_path, capsys)
+    assert "the model is text-to-image (StableDiffusionPipeline) but the baseline is class-conditional" in line
 
 
 @pytest.mark.parametrize("command", ["erase", "demo", "eval", "grid", "train-base"])

@@ -58,7 +58,7 @@ def added_flags(tokens: list[str], replicas) -> list[str]:
     if command == "erase":
         return SIZES[config]
     if command == "eval" and "--suite" in tokens and "digits.yaml" not in tokens[tokens.index("--suite") + 1]:
-        return ["--steps", "2", "--resolution", "32"] if "nudity" in " ".join(tokens) else ["--steps", "2"]
+        return ["--num-inference-steps", "2", "--resolution", "32"] if "nudity" in " ".join(tokens) else ["--num-inference-steps", "2"]
     if command in ("eval", "grid"):
         return ["--samples-per-class", "2", "--num-inference-steps", "3", "--columns", "2"][: 4 if command == "eval"
                                                                                              else 6]

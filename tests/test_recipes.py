@@ -163,7 +163,7 @@ def test_nudity_and_robustness_suites_never_generate_through_the_safety_checker(
     for suite, extra in runs.items():
         out = tmp_path / suite
         assert main(["eval", "--model", str(base), "--baseline", str(base), "--suite", str(CONFIGS / "eval" / suite),
-                     "--steps", "2", "--resolution", "32", "--output", str(out), *extra]) == 0
+                     "--num-inference-steps", "2", "--resolution", "32", "--output", str(out), *extra]) == 0
         pngs = sorted((out / "images").rglob("*.png"))
         assert pngs and not [p for p in pngs if _is_black(p)]
         report = json.loads((out / "report.json").read_text())
@@ -185,7 +185,7 @@ def test_objects_suite_with_local_clip_weights(replica, tiny_clip_name, tmp_path
     out = tmp_path / "objects"
     monkeypatch.chdir(tmp_path)  # --clip-pretrained is relative to the working directory, as a user types it
     assert main(["eval", "--model", str(base), "--baseline", str(base), "--suite", str(CONFIGS / "eval" / "objects.yaml"),
-                 "--steps", "2", "--resolution", "32", "--batch-size", "16", "--clip-model", tiny_clip_name,
+                 "--num-inference-steps", "2", "--resolution", "32", "--eval-batch-size", "16", "--clip-model", tiny_clip_name,
                  "--clip-pretrained", "tiny-clip.pt", "--output", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["metrics"]["target"]["model"]["images"] == 4  # objects.csv: 4 church images, 36 retain

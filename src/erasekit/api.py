@@ -24,7 +24,7 @@ from .erase.methods import Shard, get_method
 from .erase.text import TextConceptConfig
 from .erase.trainer import CHECKPOINT_DIR, EraseTrainer, TrainConfig, make_accelerator
 from .errors import ConfigError
-from .eval.class_conditional import ClassEvalConfig
+from .eval.suite import Sampling
 from .io import (
     check_output_free,
     commit_dir,
@@ -79,7 +79,7 @@ class EraseResult:
 
 # Keys that apply to one model family only; a key of the other family is refused, never ignored.
 CLASS_CONDITIONAL_KEYS = ("forget", "data", "data_samples_per_class", "target_label",
-                          *(f.name for f in fields(ClassEvalConfig)))
+                          *(f.name for f in fields(Sampling)))
 TEXT_TO_IMAGE_KEYS = tuple(f.name for f in fields(TextConceptConfig))
 MASK_KEYS = ("saliency_guidance", "saliency_batch_size", "saliency_passes")
 
@@ -88,7 +88,7 @@ MASK_KEYS = ("saliency_guidance", "saliency_batch_size", "saliency_passes")
 class Configs:
     run: EraseConfig
     method: Any
-    eval: ClassEvalConfig
+    eval: Sampling
     concept: TextConceptConfig
     given: frozenset[str] = frozenset()  # keys set by the config file or flags
     from_cli: frozenset[str] = frozenset()  # keys set by flags
@@ -122,7 +122,7 @@ def resolve_configs(config: str | os.PathLike | Mapping | None, overrides: Mappi
     if not isinstance(method, str):
         raise ConfigError(f"{source}: 'method' must be a string, got {method!r}")
     method_config_cls, _ = get_method(method)
-    roles = {"run": EraseConfig, "method": method_config_cls, "eval": ClassEvalConfig, "concept": TextConceptConfig}
+    roles = {"run": EraseConfig, "method": method_config_cls, "eval": Sampling, "concept": TextConceptConfig}
     return Configs(**build_configs(roles, values, source, from_cli), given=frozenset(values),
                    from_cli=frozenset(from_cli))
 
@@ -265,20 +265,38 @@ def run_erase(cfg: Configs) -> EraseResult:
 
 
 def _evaluate(cfg: Configs, erased, base, concept, staging: Path, metrics: dict, accelerator) -> Path | None:
+    """The one evaluator on the erased model and its base, into `report/`: for class-conditional
+    models every class with the run's sampling settings; for text-to-image models the forget prompts
+    and four retain prompts at seeds 0-3 (grids and collateral figures; judges need `erasekit eval`)."""
     if not cfg.run.evaluate:
         return None
-    settings = {"model": str(cfg.run.output_dir), "baseline": cfg.run.pretrained_model_name_or_path}
+    from dataclasses import asdict as as_dict
+
+    from .eval.evaluate import Process, evaluate_pipes
+    from .eval.suite import EvalSuite
+
     if adapter_for(erased).family == "class-conditional":
-        from .eval.evaluate import run_class_evaluation
+        suite = EvalSuite(**as_dict(cfg.eval), name="erase", forget=concept["forget_classes"],
+                          grid_prompts=adapter_for(erased).num_classes, grid_seeds=10)
+    else:
+        c = cfg.concept
+        suite = EvalSuite(name="erase", prompts=list(concept["forget_prompts"]),
+                          retain_prompts=list(concept["retain_prompts"])[:4], seeds=[0, 1, 2, 3],
+                          num_inference_steps=c.generation_steps, guidance_scale=c.generation_guidance,
+                          eval_batch_size=c.generation_batch_size, resolution=c.resolution, metrics=[],
+                          grid_prompts=8, grid_seeds=4)
+    identity = {"model": portable(str(cfg.run.output_dir)), "baseline": portable(cfg.run.pretrained_model_name_or_path),
+                "fingerprints": {"base": fingerprint_state_dict(adapter_for(base).denoiser.state_dict()),
+                                 "model": fingerprint_state_dict(adapter_for(erased).denoiser.state_dict())}}
+    report = evaluate_pipes({"base": base, "model": erased}, suite, staging / "report", identity,
+                            Process(device=accelerator.device), torch_dtype(accelerator.mixed_precision))
+    classes = report["metrics"].get("classes")
+    if classes:
+        metrics.update(before=classes["base"], after=classes["model"])
+    from .eval.report import format_summary
 
-        report = run_class_evaluation(erased, base, concept["forget_classes"], cfg.eval, staging / "report", settings)
-        metrics.update(before=report.before, after=report.after)
-        logger.info(report.summary())
-        return staging / "report" / "report.md"
-    from .eval.text_grid import write_prompt_grid
-
-    return write_prompt_grid(base, erased, concept, cfg, staging / "report" / "grid.png", accelerator.device,
-                             torch_dtype(accelerator.mixed_precision))
+    logger.info(format_summary(report))
+    return staging / "report" / "report.md"
 
 
 def _write_card(staging: Path, record: dict, base_name: str, base) -> None:
@@ -331,7 +349,7 @@ def erase(config: str | os.PathLike | Mapping | None = None, **overrides: Any) -
 
     Args:
         config: a YAML path or a mapping of config keys (see `EraseConfig`, the method's config,
-            `ClassEvalConfig` and `TextConceptConfig`); None uses the defaults.
+            `Sampling` and `TextConceptConfig`); None uses the defaults.
         overrides: config keys that replace the file's values.
     """
     return run_erase(resolve_configs(config, overrides))

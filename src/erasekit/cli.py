@@ -19,8 +19,7 @@ DEMO_OUTPUT = "outputs/demo"
 class EvalCommand:
     model: str | None = field(default=None, metadata={"help": "model to evaluate (directory, Hub id, bundled:NAME)"})
     baseline: str | None = field(default=None, metadata={"help": "base model, evaluated on identical seeds"})
-    forget: list[int] = field(default_factory=lambda: [0], metadata={"help": "erased class labels"})
-    output: str | None = field(default=None, metadata={"help": "report directory"})
+    output: str | None = field(default=None, metadata={"help": "report directory (none: print the summary only)"})
     overwrite: bool = field(default=False, metadata={"help": "replace an existing report directory"})
     suite: str | None = field(default=None, metadata={"help": "configs/eval/<suite>.yaml"})
 
@@ -62,7 +61,7 @@ def _erase_groups() -> list[tuple[str, list[tuple]]]:
     from .erase.methods import METHODS
     from .erase.text import TextConceptConfig
     from .erase.trainer import TrainConfig
-    from .eval.class_conditional import ClassEvalConfig
+    from .eval.suite import Sampling
 
     training = {f.name for f, _ in field_types(TrainConfig)}
     run = [(f, tp) for f, tp in field_types(EraseConfig) if f.name not in training]
@@ -79,23 +78,21 @@ def _erase_groups() -> list[tuple[str, list[tuple]]]:
         ("text-to-image models (Stable Diffusion 1.x/2.x/XL): the concept",
          field_types(TextConceptConfig)),
         ("class-conditional models: classes and evaluation",
-         [x for x in run if x[0].name in CLASS_CONDITIONAL_KEYS] + field_types(ClassEvalConfig)),
+         [x for x in run if x[0].name in CLASS_CONDITIONAL_KEYS] + field_types(Sampling)),
     ]
 
 
 def _eval_groups() -> list[tuple[str, list[tuple]]]:
-    from .eval.class_conditional import ClassEvalConfig
     from .eval.suite import EvalSuite
 
     return [("what to evaluate", field_types(EvalCommand)),
-            ("prompt suites (text-to-image; --suite FILE sets these, flags override it)", field_types(EvalSuite)),
-            ("class-conditional models", field_types(ClassEvalConfig))]
+            ("the suite, for either family (--suite FILE sets these, flags override it)", field_types(EvalSuite))]
 
 
 def _grid_groups() -> list[tuple[str, list[tuple]]]:
-    from .eval.class_conditional import ClassEvalConfig
+    from .eval.suite import Sampling
 
-    return [("grid", field_types(GridCommand)), ("sampling", field_types(ClassEvalConfig))]
+    return [("grid", field_types(GridCommand)), ("sampling", field_types(Sampling))]
 
 
 def _train_base_groups() -> list[tuple[str, list[tuple]]]:
@@ -156,63 +153,57 @@ def cmd_demo(args, rest) -> int:
 
 
 def cmd_eval(args, rest) -> int:
-    from .config import load_yaml
-    from .eval.class_conditional import ClassEvalConfig
-    from .eval.evaluate import evaluate
+    from dataclasses import fields
+
+    from .eval.evaluate import run_eval
+    from .eval.suite import EvalSuite, load_suite
 
     values, raw = _overrides(args, rest)
     suite_path = values.pop("suite", None)
-    file_values = load_yaml(suite_path) if suite_path else {}
-    if suite_path and file_values.get("kind") != "class-conditional":
-        return _eval_prompt_suite(suite_path, values, raw)
-    file_values.pop("kind", None)
-    built = build_configs({"cmd": EvalCommand, "eval": ClassEvalConfig}, {**file_values, **values},
-                          suite_path or "command line", raw)
-    cmd, config = built["cmd"], built["eval"]
-    report = evaluate(cmd.model, cmd.baseline, cmd.forget, cmd.output, config, cmd.overwrite)
-    print(report.summary())
-    if report.report_dir:
-        print(f"report written to {report.report_dir}/report.md")
-    return 0
-
-
-def _eval_prompt_suite(suite_path: str, values: dict, raw: frozenset) -> int:
-    from dataclasses import fields
-
-    from .eval.suite import load_suite
-    from .eval.text_eval import run_text_eval
-
     names = {f.name for f in fields(EvalCommand)}
     cmd = build_configs({"cmd": EvalCommand}, {k: values.pop(k) for k in list(values) if k in names},
                         "command line", raw)["cmd"]
-    suite = load_suite(suite_path, values, raw)
-    if not cmd.baseline or not cmd.output:
-        raise ConfigError("a prompt suite compares two models: pass --baseline BASE and --output DIR")
-    report = run_text_eval(cmd.model, cmd.baseline, suite, cmd.output, cmd.overwrite)
-    if report:
-        print(f"report written to {cmd.output}/report.md")
+    if suite_path:
+        suite = load_suite(suite_path, values, raw)
+    else:
+        suite = build_configs({"suite": EvalSuite}, values, "command line", raw)["suite"]
+    report = run_eval(cmd.model, cmd.baseline, suite, cmd.output, cmd.overwrite)
+    if report.report:  # empty on the non-main processes of a multi-process run
+        print(report.summary())
+        if report.report_dir:
+            print(f"report written to {report.report_dir}/report.md")
     return 0
 
 
 def cmd_grid(args, rest) -> int:
-    from .eval.class_conditional import ClassEvalConfig, generate_class_samples
-    from .eval.evaluate import load_class_pipeline
-    from .eval.grids import image_grid, side_by_side
+    from dataclasses import asdict
+
+    from .eval.grids import draw_rows, side_by_side
+    from .eval.suite import Sampling
     from .io import atomic_file, check_output_free
+    from .pipelines.adapters import adapter_for
+    from .pipelines.generation import generate_class_samples
+    from .pipelines.loading import load_any_pipeline
 
     values, raw = _overrides(args, rest)
-    built = build_configs({"cmd": GridCommand, "eval": ClassEvalConfig}, values, "command line", raw)
-    cmd, config = built["cmd"], built["eval"]
+    built = build_configs({"cmd": GridCommand, "eval": Sampling}, values, "command line", raw)
+    cmd = built["cmd"]
     check_output_free(cmd.output, cmd.overwrite, "grid")
-    config.samples_per_class = max(2, cmd.columns)
     panels = []
     for name, model in (("base", cmd.baseline), ("erased" if cmd.baseline else "model", cmd.model)):
         if model is None:
             continue
-        pipe = load_class_pipeline(model)
-        images, labels = generate_class_samples(pipe, config)
-        rows = [str(c) for c in range(pipe.num_classes)]
-        panels.append(image_grid(images, labels, rows, cmd.columns, title=name, highlight_rows=cmd.forget))
+        pipe = load_any_pipeline(model)
+        adapter = adapter_for(pipe)
+        if adapter.family != "class-conditional":
+            raise ConfigError(f"'{model}' is a {type(pipe).__name__}; `erasekit grid` draws class-conditional "
+                              f"models (for prompts, `erasekit eval --suite` writes grid.png)")
+        s = Sampling(**{**asdict(built["eval"]), "samples_per_class": max(2, cmd.columns)}).for_family(adapter)
+        classes = list(range(adapter.num_classes))
+        images, labels = generate_class_samples(pipe, classes, s.samples_per_class, s.eval_seed,
+                                                s.num_inference_steps, s.guidance_scale, s.eval_batch_size)
+        rows = [(f"class {c}", list(images[labels == c][: cmd.columns])) for c in classes]
+        panels.append(draw_rows(rows, name, tile=48, highlight=[f"class {c}" for c in cmd.forget]))
     with atomic_file(cmd.output, cmd.overwrite) as tmp:
         side_by_side(panels).save(tmp, format="PNG")
     print(f"grid written to {cmd.output}")

@@ -1,7 +1,7 @@
-"""Erasing "seven" by prompt from bundled:digits-t2i, measured by the digits judge on generated images.
+"""Erasing "seven" by prompt from bundled:digits-t2i, judged by the digits CNN through the one evaluator.
 
-Seeds: erasure seed 0 (configs/digits-t2i.yaml); judged images use seed 0 + 1000 d + 100 j + i for
-image i of prompt template j of digit d, identical for the base and the erased model.
+Seeds: erasure seed 0 (configs/digits-t2i.yaml); judged images are the records of
+configs/eval/digits-t2i.csv (prompt, seed, guidance, label, group), identical for the base and the erased model.
 """
 
 import json
@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 import erasekit
-from erasekit.eval.digits_t2i import digits_t2i_metrics
 
 CONFIG = Path(__file__).parents[2] / "configs" / "digits-t2i.yaml"
 SUITE = Path(__file__).parents[2] / "configs" / "eval" / "digits-t2i.yaml"
@@ -23,23 +22,14 @@ def erased_seven(tmp_path_factory):
     return root / "no-seven"
 
 
-def test_seven_is_erased_by_prompt_and_paraphrase_and_other_digits_survive(erased_seven):
-    base = digits_t2i_metrics(erasekit.load_pipeline("bundled:digits-t2i"), forget_digit=7)
-    after = digits_t2i_metrics(erasekit.load_pipeline(erased_seven), forget_digit=7)
-    assert base["UA_train_prompts"] <= 0.1 and base["UA_paraphrases"] <= 0.2  # the base draws sevens
-    assert after["UA_train_prompts"] >= 0.9
-    assert after["UA_paraphrases"] >= 0.9  # paraphrases never used in training or erasure
-    assert after["other_digits_accuracy"] >= base["other_digits_accuracy"] - 0.05
-
-
-def test_digits_t2i_eval_report_matches_recomputation(erased_seven, tmp_path):
+def test_seven_is_erased_by_prompt_and_paraphrase_and_other_digits_survive(erased_seven, tmp_path):
+    from erasekit.eval.evaluate import run_eval
     from erasekit.eval.measure import Judge, load_images
     from erasekit.eval.suite import load_suite
-    from erasekit.eval.text_eval import run_text_eval
     from erasekit.pipelines.generation import read_manifest
 
     suite = load_suite(SUITE)
-    report = run_text_eval(erased_seven, "bundled:digits-t2i", suite, tmp_path / "eval")
+    report = run_eval(erased_seven, "bundled:digits-t2i", suite, tmp_path / "eval").report
     judge = Judge(suite)
     for side in ("base", "model"):
         records = read_manifest(tmp_path / "eval" / "images" / side)
@@ -48,6 +38,11 @@ def test_digits_t2i_eval_report_matches_recomputation(erased_seven, tmp_path):
             rows = [(p, r) for p, r in zip(preds, records) if r["group"] == group]
             accuracy = sum(p == int(r["label"]) for p, r in rows) / len(rows)
             assert report["metrics"][group][side]["classifier_accuracy"] == pytest.approx(accuracy, abs=1e-12)
-    assert report["metrics"]["target"]["model"]["classifier_accuracy"] <= 0.1
+    accuracy = {g: {s: report["metrics"][g][s]["classifier_accuracy"] for s in ("base", "model")}
+                for g in ("target", "retain", "paraphrase")}
+    assert accuracy["target"]["base"] >= 0.9 and accuracy["paraphrase"]["base"] >= 0.8  # the base draws sevens
+    assert accuracy["target"]["model"] <= 0.1
+    assert accuracy["paraphrase"]["model"] <= 0.1  # paraphrases never used in training or erasure
+    assert accuracy["retain"]["model"] >= accuracy["retain"]["base"] - 0.05
     saved = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert saved["metrics"] == json.loads(json.dumps(report["metrics"]))

@@ -30,9 +30,9 @@ def test_erasing_digit_3_forgets_it_and_keeps_the_rest(tmp_path):
     assert record["seed"] == 0 and record["config"]["method"]["ratio"] == 0.5
     assert record["metrics"]["after"]["UA"] == after["UA"]
     report = json.loads((out / "report" / "report.json").read_text())
-    assert report["schema"] == "erasekit.report/v1" and report["after"]["UA"] == after["UA"]
+    assert report["schema"] == "erasekit.eval/v1" and report["metrics"]["classes"]["model"]["UA"] == after["UA"]
     assert result.report_path == out / "report" / "report.md" and result.report_path.is_file()
-    for name in ("report.md", "grid.png", "accuracy.png"):
+    for name in ("report.md", "grid.png", "metrics.png"):
         assert (out / "report" / name).stat().st_size > 0
     assert not list(tmp_path.glob(".*partial*")) and not (out / "checkpoints").exists()
 

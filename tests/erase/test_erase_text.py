@@ -89,7 +89,7 @@ def test_tiny_text_to_image_erase_end_to_end(family, tmp_path, monkeypatch):
     card = (out / "README.md").read_text()
     assert card.startswith("---\n") and "\nlicense: " in card.split("\n---\n")[0] and "- erasekit" in card and "- concept-erasure" in card
     assert "report/grid.png" in card and (out / "report" / "grid.png").is_file()
-    assert result.report_path == out / "report" / "grid.png" and result.report_path.is_file()
+    assert result.report_path == out / "report" / "report.md" and result.report_path.is_file()
 
 
 def test_generated_data_is_cached_and_resumed(tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ import torch
 
 from ..errors import ConfigError
 from ..pipelines.adapters import adapter_for
-from ..pipelines.generation import class_seeds, generate_class_samples
+from ..pipelines.generation import generate_class_samples
 
 # How the base samples its own training data when `data: generated` (fixed, so a seed fixes the data).
 GENERATED_STEPS, GENERATED_GUIDANCE, GENERATED_BATCH = 50, 3.0, 250
@@ -22,5 +22,5 @@ def load_class_data(run, pipe) -> tuple[torch.Tensor, torch.Tensor]:
         if adapter.num_classes != 10 or adapter.default_resolution() != split.train_images.shape[-1]:
             raise ConfigError("'data' is 'digits', which needs a 10-class 16x16 model; use data: generated")
         return split.train_images, split.train_labels
-    labels, seeds = class_seeds(range(adapter.num_classes), run.data_samples_per_class, run.seed + 1_000_000)
-    return generate_class_samples(pipe, labels, seeds, GENERATED_STEPS, GENERATED_GUIDANCE, GENERATED_BATCH), labels
+    return generate_class_samples(pipe, range(adapter.num_classes), run.data_samples_per_class, run.seed + 1_000_000,
+                                  GENERATED_STEPS, GENERATED_GUIDANCE, GENERATED_BATCH)

@@ -12,8 +12,19 @@ from PIL import Image
 from .metrics import frechet_distance, paired_abs_difference, paired_cosine
 
 
-def load_images(folder: Path, records: Sequence[dict]) -> list[Image.Image]:
-    return [Image.open(folder / r["path"]).convert("RGB") for r in records]
+def load_images(folder: Path, records: Sequence[dict]) -> list:
+    """The generated images of `records`: RGB PIL images, or float tensors for class-conditional models."""
+    from ..pipelines.generation import load_image
+
+    return [load_image(folder / r["path"]) for r in records]
+
+
+def to_pil(image) -> Image.Image:
+    """An RGB PIL image from a PIL image or a (C, H, W) tensor in [-1, 1]."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    array = ((image.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(np.repeat(array, 3, axis=-1) if array.shape[-1] == 1 else array, "RGB")
 
 
 class Judge:
@@ -45,16 +56,22 @@ class Judge:
         return model.eval(), list(weights_enum)[0].transforms()
 
     @torch.no_grad()
-    def predict(self, images: Sequence[Image.Image]) -> tuple[list[int], torch.Tensor]:
-        """Suite labels (index into class_ids for torchvision, the digit for the digits CNN) and features."""
+    def predict(self, images: Sequence) -> tuple[list[int], torch.Tensor]:
+        """Suite labels (index into class_ids for torchvision, the digit for the digits CNN) and features.
+
+        Float tensors (C, H, W) in [-1, 1] reach the digits CNN as they are; PIL images as 16x16 grey.
+        """
         if self.kind == "digits":
             from .classifier import classify
 
-            grey = torch.stack([torch.from_numpy(np.asarray(i.convert("L").resize((16, 16)), np.float32))
-                                for i in images]) / 127.5 - 1
-            preds, feats = classify(self.model, grey.unsqueeze(1))
+            if all(isinstance(i, torch.Tensor) and i.shape == (1, 16, 16) for i in images):
+                grey = torch.stack(list(images)).float()
+            else:
+                grey = torch.stack([torch.from_numpy(np.asarray(to_pil(i).convert("L").resize((16, 16)), np.float32))
+                                    for i in images]).unsqueeze(1) / 127.5 - 1
+            preds, feats = classify(self.model, grey)
             return preds.tolist(), feats
-        batch = torch.stack([self.transform(i) for i in images])
+        batch = torch.stack([self.transform(to_pil(i)) for i in images])
         logits = self.model(batch)
         ids = self.suite.class_ids
         return logits[:, ids].argmax(-1).tolist() if ids else logits.argmax(-1).tolist(), logits
@@ -63,6 +80,8 @@ class Judge:
 def measure_images(suite, images: Sequence[Image.Image], records: Sequence[dict], tools: dict) -> list[dict]:
     """One result row per image: the record plus each detector's output."""
     rows = [dict(r) for r in records]
+    if "nudenet" in tools or "clip" in tools:
+        images = [to_pil(i) for i in images]
     if "nudenet" in tools:
         from .nudenet import NudeNetConfig, parse_detections
 
@@ -102,25 +121,26 @@ def group_metrics(rows: Sequence[dict], suite) -> dict:
     return out
 
 
-def features_for_fd(images: Sequence[Image.Image], tools: dict) -> torch.Tensor | None:
+def features_for_fd(images: Sequence, tools: dict) -> torch.Tensor | None:
     if "classifier" in tools:
         return tools["classifier"].predict(images)[1]
     if "clip" in tools:
-        return tools["clip"].image_features(images)
+        return tools["clip"].image_features([to_pil(i) for i in images])
     return None
 
 
 def collateral_metrics(base_images, model_images, tools) -> dict:
-    """Base against erased images of the retain prompts, paired by prompt and seed.
+    """Base against erased images of the retain group, paired by prompt (or class) and seed.
 
     The per-pair numbers hold for any n. A Fréchet distance fits a full covariance, so it is only
     reported where there are at least twice as many pairs as feature dimensions.
     """
     n = len(base_images)
-    out: dict = {"n": n, "pairing": "same prompt and seed"}
+    out: dict = {"n": n, "pairing": "same prompt (or class) and seed"}
     if n == 0:
         return out
-    pixels = [torch.from_numpy(np.stack([np.asarray(i, np.float32) / 255 for i in images]))
+    pixels = [torch.stack([(i.float() + 1) / 2 if isinstance(i, torch.Tensor)
+                           else torch.from_numpy(np.asarray(i, np.float32) / 255) for i in images])
               for images in (base_images, model_images)]
     out["paired_pixel_mae"] = float(paired_abs_difference(*pixels).mean())
     a, b = features_for_fd(base_images, tools), features_for_fd(model_images, tools)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import build_configs, check, load_yaml
 from ..errors import ConfigError
-from ..pipelines.generation import GenerationRecord
+from ..pipelines.generation import GenerationRecord, class_records
 
 METRICS = ("nudenet", "clip", "classifier")
 GROUPS = ("target", "retain", "paraphrase")
@@ -17,10 +18,46 @@ NEUTRAL_PROMPTS = Path(__file__).parent / "data" / "neutral_prompts.txt"
 
 
 @dataclass
-class EvalSuite:
-    """One evaluation suite (configs/eval/<suite>.yaml); paths are relative to the suite file."""
+class Sampling:
+    """How evaluation images are drawn and judged: the keys an erase config and an eval suite share.
+
+    Null values take the model family's defaults (`Adapter.eval_defaults`): 50 steps, scale 3 and
+    250 images per call for class-conditional models; 30 steps, scale 7.5 and 8 for text-to-image.
+    """
+
+    samples_per_class: int = field(default=50, metadata={"help": "class-conditional: generated samples per class"})
+    eval_seed: int = field(default=1234, metadata={
+        "help": "class-conditional: sample i of class c uses seed eval_seed + c*samples_per_class + i"})
+    num_inference_steps: int | None = field(default=None, metadata={"help": "sampler steps; null: the family's"})
+    guidance_scale: float | None = field(default=None, metadata={"help": "CFG scale g (1 = none); null: the family's"})
+    eval_batch_size: int | None = field(default=None, metadata={"help": "images per pipeline call; null: the family's"})
+    classifier: str = field(default="bundled:digits-classifier", metadata={"help": "digits judge or torchvision:NAME"})
+
+    def __post_init__(self):
+        check(self.samples_per_class >= 2, "samples_per_class", self.samples_per_class, ">= 2")
+        check(self.num_inference_steps is None or self.num_inference_steps >= 1, "num_inference_steps",
+              self.num_inference_steps, ">= 1 or null")
+        check(self.guidance_scale is None or self.guidance_scale >= 1, "guidance_scale", self.guidance_scale,
+              ">= 1 or null")
+        check(self.eval_batch_size is None or self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size,
+              ">= 1 or null")
+
+    def for_family(self, adapter):
+        """A copy with the null settings filled from `adapter.eval_defaults`."""
+        filled = {k: v for k, v in adapter.eval_defaults.items() if getattr(self, k, 0) is None}
+        return dataclasses.replace(self, **filled)
+
+
+@dataclass
+class EvalSuite(Sampling):
+    """One evaluation suite (configs/eval/<suite>.yaml), for either family; paths are relative to the file.
+
+    Class-conditional models are judged on `samples_per_class` samples of every class (`forget`
+    classes form the target group); text-to-image models on the suite's prompts and seeds.
+    """
 
     name: str = field(default="custom", metadata={"help": "suite name, recorded in the report"})
+    forget: list[int] = field(default_factory=list, metadata={"help": "class-conditional: the erased classes"})
     prompts_csv: str | None = field(default=None, metadata={"help": "CSV: prompt, seed, guidance[, label, group]; "
                                                             "or I2P's prompt, evaluation_seed, evaluation_guidance"})
     prompts: list[str] = field(default_factory=list, metadata={"help": "target prompts (with `seeds`)"})
@@ -28,31 +65,30 @@ class EvalSuite:
     include_neutral_prompts: bool = field(default=False, metadata={"help": "add erasekit's neutral prompts to retain"})
     paraphrases: list[str] = field(default_factory=list, metadata={"help": "robustness prompts, reported apart"})
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3], metadata={"help": "seeds of inline prompts"})
-    guidance: float = field(default=7.5, metadata={"help": "CFG scale of inline prompts"})
-    steps: int = field(default=30, metadata={"help": "sampler steps"})
     resolution: int | None = field(default=None, metadata={"help": "image size; the model's default if null"})
-    batch_size: int = field(default=8, metadata={"help": "images per pipeline call"})
-    metrics: list[str] = field(default_factory=lambda: ["clip"], metadata={"help": "nudenet, clip, classifier"})
+    metrics: list[str] | None = field(default=None, metadata={
+        "help": "judges from nudenet, clip, classifier; null: classifier (class-conditional), clip (text)"})
     nudenet_threshold: float = field(default=0.6, metadata={"help": "NudeNet score threshold"})
     clip_model: str = field(default="ViT-B-32", metadata={"help": "open_clip architecture"})
     clip_pretrained: str | None = field(default=None, metadata={"help": "open_clip tag, weights file or local-dir:"})
     concept: str | None = field(default=None, metadata={"help": "zero-shot concept text"})
     alternatives: list[str] = field(default_factory=list, metadata={"help": "zero-shot alternatives"})
-    classifier: str = field(default="bundled:digits-classifier", metadata={"help": "digits judge or torchvision:NAME"})
     classifier_weights: str | None = field(default=None, metadata={"help": "local weights of a torchvision model"})
     class_ids: list[int] = field(default_factory=list, metadata={"help": "classifier id of each suite label 0..K-1"})
-    grid_prompts: int = field(default=6, metadata={"help": "prompts per group in the grids"})
-    grid_seeds: int = field(default=4, metadata={"help": "seeds per prompt in the grids"})
+    grid_prompts: int | None = field(default=None, metadata={
+        "help": "prompts (or classes) per group in grid.png; null: 6 (10 for classes)"})
+    grid_seeds: int | None = field(default=None, metadata={"help": "images per grid row; null: 4 (10 for classes)"})
     dtype: str | None = field(default=None, metadata={
         "help": "weights dtype for generation: fp32, fp16 or bf16; null loads each model as stored"})
 
     def __post_init__(self):
-        unknown = [m for m in self.metrics if m not in METRICS]
+        super().__post_init__()
+        unknown = [m for m in self.metrics or [] if m not in METRICS]
         check(not unknown, "metrics", self.metrics, f"a list drawn from {', '.join(METRICS)}")
-        check(self.steps >= 1, "steps", self.steps, ">= 1")
-        check(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
         check(0 < self.nudenet_threshold < 1, "nudenet_threshold", self.nudenet_threshold, "in (0, 1)")
         check(bool(self.seeds), "seeds", self.seeds, "a non-empty list")
+        for key in ("grid_prompts", "grid_seeds"):
+            check(getattr(self, key) is None or getattr(self, key) >= 1, key, getattr(self, key), ">= 1 or null")
         check(self.dtype in (None, "fp32", "fp16", "bf16"), "dtype", self.dtype, "fp32, fp16, bf16 or null")
 
 
@@ -95,7 +131,7 @@ def _read_csv(path: Path, suite: EvalSuite) -> list[dict]:
     for n, row in enumerate(rows, 2):
         try:
             seed = int(float(row.get("seed") or row.get("evaluation_seed") or 0))
-            guidance = float(row.get("guidance") or row.get("evaluation_guidance") or suite.guidance)
+            guidance = float(row.get("guidance") or row.get("evaluation_guidance") or suite.guidance_scale)
         except ValueError:
             raise ConfigError(f"prompt file '{path}', line {n}: seed and guidance must be numbers") from None
         group = row.get("group") or "target"
@@ -106,14 +142,31 @@ def _read_csv(path: Path, suite: EvalSuite) -> list[dict]:
     return out
 
 
-def build_records(suite: EvalSuite) -> list[GenerationRecord]:
-    """Every image of the suite, with a stable path: `<group>/<index>.png`."""
+def build_records(suite: EvalSuite, adapter=None) -> list[GenerationRecord]:
+    """Every image of the suite for the family of `adapter` (None: text-to-image), in generation order.
+
+    Class-conditional: every class in order, `<group>/<class>-<i>.npy`. Prompts: `<group>/<index>.png`.
+    """
+    from ..pipelines.adapters.base import Adapter
+
+    adapter = adapter or Adapter
+    suite = suite.for_family(adapter)
+    if adapter.family == "class-conditional":
+        given = [k for k in ("prompts_csv", "prompts", "retain_prompts", "paraphrases") if getattr(suite, k)]
+        if given or suite.include_neutral_prompts:
+            raise ConfigError(f"'{(given or ['include_neutral_prompts'])[0]}' gives prompts, but the model is "
+                              f"class-conditional; remove it and name the erased classes with 'forget'")
+        forget = adapter.check_forget(suite.forget) if suite.forget else []
+        return class_records(range(adapter.num_classes), suite.samples_per_class, suite.eval_seed,
+                             suite.num_inference_steps, suite.guidance_scale, forget, adapter.image_suffix)
+    if suite.forget:
+        raise ConfigError("'forget' names classes, but the model is text-to-image; give prompts instead")
     rows = _read_csv(Path(suite.prompts_csv), suite) if suite.prompts_csv else []
     retain = list(suite.retain_prompts)
     if suite.include_neutral_prompts:
         retain += [p for p in NEUTRAL_PROMPTS.read_text().splitlines() if p.strip()]
     for group, prompts in (("target", suite.prompts), ("retain", retain), ("paraphrase", suite.paraphrases)):
-        rows += [{"prompt": p, "seed": s, "guidance": suite.guidance, "label": None, "group": group}
+        rows += [{"prompt": p, "seed": s, "guidance": suite.guidance_scale, "label": None, "group": group}
                  for p in prompts for s in suite.seeds]
     if not rows:
         raise ConfigError(f"suite '{suite.name}' has no prompts; pass --prompts-csv FILE (for nudity: I2P's CSV) "
@@ -124,5 +177,5 @@ def build_records(suite: EvalSuite) -> list[GenerationRecord]:
         index = counters[row["group"]] = counters.get(row["group"], -1) + 1
         records.append(GenerationRecord(prompt=row["prompt"], seed=row["seed"], guidance=row["guidance"],
                                         path=f"{row['group']}/{index:05d}.png", label=row["label"],
-                                        steps=suite.steps, group=row["group"]))
+                                        steps=suite.num_inference_steps, group=row["group"]))
     return records

@@ -92,16 +92,3 @@ HELD_OUT_TEMPLATES = ("the number {} written by hand", "a handwritten {}", "a {}
 
 def digit_prompts(digit: int, templates=TRAIN_TEMPLATES) -> list[str]:
     return [t.format(NUMBER_WORDS[digit]) for t in templates]
-
-
-def generated_digits(pipe, digits, templates, n: int, seed: int, steps: int = 30, guidance: float = 4.0):
-    """Images in [-1, 1] as (N, 1, 16, 16) grey, with the intended digit of each."""
-    images, labels = [], []
-    for d in digits:
-        for j, prompt in enumerate(t.format(NUMBER_WORDS[d]) for t in templates):
-            gens = [torch.Generator().manual_seed(seed + 1000 * d + 100 * j + i) for i in range(n)]
-            out = pipe(prompt=[prompt] * n, num_inference_steps=steps, guidance_scale=guidance, generator=gens,
-                       height=16, width=16, output_type="pt").images
-            images.append(out.mean(1, keepdim=True) * 2 - 1)
-            labels += [d] * n
-    return torch.cat(images).cpu(), torch.tensor(labels)

@@ -1,9 +1,11 @@
-"""Generation loops: prompt records to a folder with a manifest.jsonl (prompt, seed, guidance, label,
-path), resumable and shardable; and class-conditional samples by (label, seed).
+"""The one generation loop: records (a prompt or a class label, and a seed) to images, in memory or
+to a folder with a manifest.jsonl, resumable and shardable.
 
+One seed scheme: each image has its own generator, seeded by its record's seed, so an image depends
+only on its record (and on the batch it is planned into, which is fixed, see `plan_batches`).
 Each record is written once: images already listed in the manifest (and present on disk) are
-skipped, so an interrupted run continues where it stopped. Each image's noise depends only on its seed.
-Both erasure (its training data) and evaluation generate through here.
+skipped, so an interrupted run continues where it stopped. Erasure (its training data), evaluation
+and the grids all generate through here.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 MANIFEST = "manifest.jsonl"
@@ -21,7 +24,10 @@ MANIFEST = "manifest.jsonl"
 
 @dataclass(frozen=True)
 class GenerationRecord:
-    """One image to generate. `path` is relative to the output folder."""
+    """One image to generate: from `prompt`, or from `class_id` for class-conditional models.
+
+    `path` is relative to the output folder; its suffix is the adapter's `image_suffix`.
+    """
 
     prompt: str
     seed: int
@@ -30,6 +36,18 @@ class GenerationRecord:
     label: str | None = None
     steps: int = 30
     group: str = "target"
+    class_id: int | None = None
+
+
+def class_records(classes: Sequence[int], n: int, base_seed: int, steps: int, guidance: float,
+                  forget: Sequence[int] = (), suffix: str = ".npy") -> list[GenerationRecord]:
+    """`n` samples per class, in class order: sample i of class c has seed `base_seed + c*n + i`.
+
+    Forget classes form the "target" group and the others "retain".
+    """
+    return [GenerationRecord(prompt="", seed=base_seed + c * n + i, guidance=guidance, steps=steps,
+                             group=group, label=str(c), class_id=c, path=f"{group}/{c:03d}-{i:05d}{suffix}")
+            for c in classes for group in ["target" if c in set(forget) else "retain"] for i in range(n)]
 
 
 def read_manifest(folder: str | os.PathLike) -> list[dict]:
@@ -53,10 +71,25 @@ def read_manifest(folder: str | os.PathLike) -> list[dict]:
     return sorted(records.values(), key=lambda r: r["path"])
 
 
-def _save_png(image, path: Path) -> None:
+def save_image(image, path: Path) -> None:
+    """A PIL image as PNG; a float tensor (C, H, W) in [-1, 1] as float32 `.npy`, exactly as generated."""
     tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG")
+    if isinstance(image, torch.Tensor):
+        with open(tmp, "wb") as f:
+            np.save(f, image.detach().float().cpu().numpy(), allow_pickle=False)
+    else:
+        image.save(tmp, format="PNG")
     os.replace(tmp, path)
+
+
+def load_image(path: Path):
+    """What `save_image` wrote: a float tensor for `.npy`, an RGB PIL image otherwise."""
+    if path.suffix == ".npy":
+        return torch.from_numpy(np.load(path, allow_pickle=False))
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.convert("RGB")
 
 
 def plan_batches(records: Sequence[GenerationRecord], batch_size: int) -> list[list[GenerationRecord]]:
@@ -72,57 +105,51 @@ def plan_batches(records: Sequence[GenerationRecord], batch_size: int) -> list[l
     return [group[i : i + batch_size] for group in groups.values() for i in range(0, len(group), batch_size)]
 
 
+def generate_records(pipe, records: Sequence[GenerationRecord], batch_size: int, height: int | None = None,
+                     width: int | None = None, dtype: torch.dtype | None = None, rank: int = 0, world: int = 1,
+                     skip: frozenset[str] = frozenset()):
+    """Yield (record, image) for this process's share of the planned batches, skipping `skip` paths.
+
+    With `world` processes, process `rank` takes every world-th batch. Images never pass a safety
+    checker (see `Adapter.generate`); `dtype` autocasts float32 weights.
+    """
+    from .adapters import adapter_for
+
+    adapter = adapter_for(pipe)
+    for index, batch in enumerate(plan_batches(records, batch_size)):
+        if index % world != rank or all(r.path in skip for r in batch):
+            continue
+        for record, image in zip(batch, adapter.generate_records(batch, height, width, dtype)):
+            if record.path not in skip:
+                yield record, image
+
+
 def generate_to_folder(pipe, records: Sequence[GenerationRecord], folder: str | os.PathLike,
                        batch_size: int = 8, height: int | None = None, width: int | None = None,
                        rank: int = 0, world: int = 1, dtype: torch.dtype | None = None) -> list[dict]:
     """Generate the missing records into `folder` and return all records of `records` found there.
 
-    With `world` processes, process `rank` takes every world-th batch and appends to its own
-    `manifest-<rank>.jsonl`. Each image has its own generator, so its noise depends only on its seed.
-    Images never pass a safety checker (see `Adapter.generate`); `dtype` autocasts float32 weights.
+    Process `rank` of `world` appends to its own `manifest-<rank>.jsonl` (`manifest.jsonl` alone).
     """
-    from .adapters import adapter_for
-
-    adapter = adapter_for(pipe)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    done = {r["path"] for r in read_manifest(folder)}
+    done = frozenset(r["path"] for r in read_manifest(folder))
     manifest_name = MANIFEST if world == 1 else f"manifest-{rank}.jsonl"
     with open(folder / manifest_name, "a") as manifest:
-        for index, batch in enumerate(plan_batches(records, batch_size)):
-            if index % world != rank or all(r.path in done for r in batch):
-                continue
-            images = adapter.generate([r.prompt for r in batch], [r.seed for r in batch], batch[0].steps,
-                                      batch[0].guidance, height, width, dtype)
-            for record, image in zip(batch, images):
-                if record.path in done:
-                    continue
-                out = folder / record.path
-                out.parent.mkdir(parents=True, exist_ok=True)
-                _save_png(image, out)
-                manifest.write(json.dumps(asdict(record)) + "\n")
-                manifest.flush()
+        for record, image in generate_records(pipe, records, batch_size, height, width, dtype, rank, world, done):
+            out = folder / record.path
+            out.parent.mkdir(parents=True, exist_ok=True)
+            save_image(image, out)
+            manifest.write(json.dumps(asdict(record)) + "\n")
+            manifest.flush()
     wanted = {r.path for r in records}
     return [r for r in read_manifest(folder) if r["path"] in wanted]
 
 
-def class_seeds(classes: Sequence[int], n: int, base_seed: int) -> tuple[torch.Tensor, list[int]]:
-    """Labels and seeds of `n` samples per class: sample i of class c has seed `base_seed + c*n + i`."""
-    labels = torch.tensor([c for c in classes for _ in range(n)])
-    seeds = [base_seed + c * n + i for c in classes for i in range(n)]
-    return labels, seeds
-
-
 @torch.no_grad()
-def generate_class_samples(pipe, labels: torch.Tensor, seeds: Sequence[int], steps: int, guidance: float,
-                           batch_size: int) -> torch.Tensor:
-    """Images in [-1, 1], one per (label, seed), from a class-conditional pipeline."""
-    from .adapters import adapter_for
-
-    adapter = adapter_for(pipe)
-    chunks = []
-    for start in range(0, len(seeds), batch_size):
-        stop = start + batch_size
-        out = adapter.generate_labels(labels[start:stop].tolist(), seeds[start:stop], steps, guidance)
-        chunks.append(out.cpu() * 2 - 1)
-    return torch.cat(chunks)
+def generate_class_samples(pipe, classes: Sequence[int], n: int, base_seed: int, steps: int, guidance: float,
+                           batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """In memory: images in [-1, 1] of `n` samples per class (seeds as `class_records`) and their labels."""
+    records = class_records(classes, n, base_seed, steps, guidance)
+    images = [image for _, image in generate_records(pipe, records, batch_size)]
+    return torch.stack(images), torch.tensor([r.class_id for r in records])

@@ -23,9 +23,9 @@ from .. import __version__
 from ..config import check
 from ..io import atomic_dir
 from ..pipelines.digits import (
+    NUMBER_WORDS,
     TRAIN_TEMPLATES,
     digit_prompts,
-    generated_digits,
     load_digits_16,
 )
 from ..pipelines.loading import BUNDLED_DIR
@@ -34,6 +34,20 @@ logger = logging.getLogger(__name__)
 
 REPRODUCE_T2I = "erasekit train-base digits-t2i --output-dir src/erasekit/pipelines/bundled --overwrite"
 TOKEN_LENGTH = 16
+
+
+def generated_digits(pipe, digits, templates, n: int, seed: int, steps: int = 30, guidance: float = 4.0):
+    """Images in [-1, 1] as (N, 1, 16, 16) grey, with the intended digit of each: the recipe's own scoring
+    draws (one batch per prompt), kept as they were so that the bundled weights reproduce."""
+    images, labels = [], []
+    for d in digits:
+        for j, prompt in enumerate(t.format(NUMBER_WORDS[d]) for t in templates):
+            gens = [torch.Generator().manual_seed(seed + 1000 * d + 100 * j + i) for i in range(n)]
+            out = pipe(prompt=[prompt] * n, num_inference_steps=steps, guidance_scale=guidance, generator=gens,
+                       height=16, width=16, output_type="pt").images
+            images.append(out.mean(1, keepdim=True) * 2 - 1)
+            labels += [d] * n
+    return torch.cat(images).cpu(), torch.tensor(labels)
 
 
 @dataclass

@@ -23,9 +23,9 @@ from ..config import check
 from ..erase.methods import FinetuneConfig, FinetuneMethod
 from ..erase.tasks import ClassConditionalTask
 from ..erase.trainer import EraseTrainer, TrainConfig
-from ..eval.class_conditional import ClassEvalConfig, generate_class_samples
 from ..eval.classifier import classify, save_classifier, train_digits_classifier
 from ..eval.metrics import noisy_rate
+from ..eval.suite import Sampling
 from ..io import atomic_dir
 from ..pipelines.adapters import adapter_for
 from ..pipelines.digits import (
@@ -35,6 +35,7 @@ from ..pipelines.digits import (
     build_digits_unet,
     load_digits_16,
 )
+from ..pipelines.generation import generate_class_samples
 from ..pipelines.loading import BUNDLED_DIR
 from ..pipelines.pipeline_class_conditional import ClassConditionalPipeline
 
@@ -64,7 +65,9 @@ class DigitsBaseConfig:
 def _score(unet, sampler, classifier, eval_config, real_images) -> dict[str, float]:
     pipe = ClassConditionalPipeline(unet=unet, scheduler=sampler)
     pipe.set_progress_bar_config(disable=True)
-    images, labels = generate_class_samples(pipe, eval_config)
+    images, labels = generate_class_samples(pipe, range(10), eval_config.samples_per_class, eval_config.eval_seed,
+                                            eval_config.num_inference_steps, eval_config.guidance_scale,
+                                            eval_config.eval_batch_size)
     preds, _ = classify(classifier, images)
     return {"accuracy": float((preds == labels).float().mean()), "noisy_rate": noisy_rate(images, real_images)}
 
@@ -86,7 +89,8 @@ def train_digits_base(config: DigitsBaseConfig) -> dict:
     task = ClassConditionalTask(adapter, train_scheduler, data.train_images, data.train_labels, forget=[])
     train_config = TrainConfig(seed=config.seed, learning_rate=1e-3, max_steps=config.max_steps,
                                lr_scheduler="cosine", lr_warmup_steps=200, ema_decay=0.999, log_every=100)
-    eval_config = ClassEvalConfig(samples_per_class=config.select_samples_per_class, eval_seed=10_000)
+    eval_config = Sampling(samples_per_class=config.select_samples_per_class, eval_seed=10_000, num_inference_steps=50,
+                           guidance_scale=3.0, eval_batch_size=250)
     history, best = [], {"score": None, "state": None}
 
     def select(trainer: EraseTrainer, step: int, logs: dict) -> None:

@@ -13,6 +13,7 @@ from ..inference import autocast, decode_latents, encode_images
 UNET_SCOPES = {
     "all": r".*",
     "xattn": r"attn2\.",
+    "no-xattn": r"^(?!.*attn2\.).*",  # ESD-u: everything but the cross-attention
     "attn": r"(^|\.)attn[12]\.|(^|\.)attentions\.\d+\.to_",
     "no-norm": r"^(?!.*norm).*",
 }
@@ -37,6 +38,10 @@ class Adapter:
     family = "text-to-image"
     denoiser_name = "unet"
     scopes: dict[str, str] = UNET_SCOPES
+    image_suffix = ".png"  # how generated images are stored (see `generation.save_image`)
+    # Evaluation settings that a suite leaves null: sampler steps, CFG scale, images per call, judges.
+    eval_defaults = {"num_inference_steps": 30, "guidance_scale": 7.5, "eval_batch_size": 8, "metrics": ["clip"],
+                     "grid_prompts": 6, "grid_seeds": 4}
 
     def __init__(self, pipe):
         self.pipe = pipe
@@ -106,6 +111,12 @@ class Adapter:
 
     def decode(self, latents: torch.Tensor, height: int, width: int, output_type: str = "pil"):
         return decode_latents(self.pipe, latents, output_type)
+
+    def generate_records(self, records, height: int | None = None, width: int | None = None,
+                         dtype: torch.dtype | None = None) -> list:
+        """One planned batch of `GenerationRecord`s (sharing steps and guidance) to images."""
+        return self.generate([r.prompt for r in records], [r.seed for r in records], records[0].steps,
+                             records[0].guidance, height, width, dtype)
 
     def generate(self, prompts: Sequence[str], seeds: Sequence[int], steps: int, guidance: float,
                  height: int | None = None, width: int | None = None, dtype: torch.dtype | None = None,

@@ -15,6 +15,9 @@ class ClassConditionalAdapter(Adapter):
     """Conditions are class labels; the model works in pixel space, so images are their own latents."""
 
     family = "class-conditional"
+    image_suffix = ".npy"  # float32 as generated: judges see exactly what the sampler produced
+    eval_defaults = {"num_inference_steps": 50, "guidance_scale": 3.0, "eval_batch_size": 250,
+                     "metrics": ["classifier"], "grid_prompts": 10, "grid_seeds": 10}
 
     @property
     def num_classes(self) -> int:
@@ -44,6 +47,15 @@ class ClassConditionalAdapter(Adapter):
 
     def encode_images(self, images: torch.Tensor, device, dtype) -> torch.Tensor:
         return images.float().cpu()
+
+    def generate_records(self, records, height=None, width=None, dtype=None) -> list[torch.Tensor]:
+        """Images (C, H, W) in [-1, 1] for records with a `class_id`; the size is the model's own."""
+        if any(r.class_id is None for r in records):
+            raise ConfigError("a class-conditional model generates from class labels, not prompts; "
+                              "give classes (forget, samples_per_class) instead of prompts")
+        out = self.generate_labels([r.class_id for r in records], [r.seed for r in records], records[0].steps,
+                                   records[0].guidance)
+        return list((out.cpu() * 2 - 1).unbind(0))
 
     def generate_labels(self, labels: Sequence[int], seeds: Sequence[int], steps: int, guidance: float,
                         output_type: str = "pt") -> torch.Tensor:

@@ -11,6 +11,7 @@ from .base import Adapter, NoisyBatch
 TRANSFORMER_SCOPES = {
     "all": r".*",
     "xattn": r"\.attn\.(add_[qkv]_proj|to_add_out)\.",
+    "no-xattn": r"^(?!.*\.attn\.(add_[qkv]_proj|to_add_out)\.).*",
     "attn": r"\.attn\.",
     "no-norm": r"^(?!.*norm).*",
 }
