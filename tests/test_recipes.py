@@ -39,6 +39,7 @@ RUN_BY = {
     **{(run.values if hasattr(run, "values") else run)[0]: "tests/test_recipes.py" for run in SD_RUNS},
     "digits.yaml": "tests/erase/test_erase_digits.py",
     "digits-t2i.yaml": "tests/erase/test_digits_t2i.py",
+    "digits-retrain.yaml": "tests/erase/test_baselines.py",
     "eval/digits.yaml": "tests/test_cli.py",
     "eval/digits-t2i.yaml": "tests/erase/test_digits_t2i.py",
     "eval/digits-t2i.csv": "configs/eval/digits-t2i.yaml",  # read by that suite

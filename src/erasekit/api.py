@@ -78,7 +78,7 @@ class EraseResult:
 
 
 # Keys that apply to one model family only; a key of the other family is refused, never ignored.
-CLASS_CONDITIONAL_KEYS = ("forget", "data", "data_samples_per_class", "target_label",
+CLASS_CONDITIONAL_KEYS = ("forget", "data", "data_samples_per_class", "target_label", "remap",
                           *(f.name for f in fields(Sampling)))
 TEXT_TO_IMAGE_KEYS = tuple(f.name for f in fields(TextConceptConfig))
 MASK_KEYS = ("saliency_guidance", "saliency_batch_size", "saliency_passes")
@@ -141,7 +141,7 @@ def _prepare_staging(run: EraseConfig) -> Path:
     return staging
 
 
-def _build_task(cfg: Configs, base, denoiser, accelerator, base_fingerprint: str):
+def _build_task(cfg: Configs, base, denoiser, accelerator, base_fingerprint: str, images: bool = True):
     """The family's task and a description of the concept."""
     adapter = adapter_for(base)
     if adapter.family == "class-conditional":
@@ -153,14 +153,15 @@ def _build_task(cfg: Configs, base, denoiser, accelerator, base_fingerprint: str
         if target is not None and (target in forget or not 0 <= target < adapter.num_classes):
             raise ConfigError(f"'target_label' is {target} but must be a kept class in 0..{adapter.num_classes - 1}")
         images, labels = load_class_data(cfg.run, base)
-        task = ClassConditionalTask(adapter, adapter.training_scheduler(), images, labels, forget, target)
+        task = ClassConditionalTask(adapter, adapter.training_scheduler(), images, labels, forget, target,
+                                    getattr(cfg.method, "remap", "random"))
         return task, {"name": f"classes {forget}", "forget_classes": forget}
     from .erase.text import build_text_task
 
     if cfg.concept.gradient_checkpointing:
         denoiser.enable_gradient_checkpointing()
     task = build_text_task(base, cfg.concept, cfg.run.seed, accelerator.device,
-                           torch_dtype(accelerator.mixed_precision), base_fingerprint)
+                           torch_dtype(accelerator.mixed_precision), base_fingerprint, images)
     base.to("cpu")
     concept = {"name": ", ".join(cfg.concept.forget_prompts), "forget_prompts": cfg.concept.forget_prompts,
                "anchor_prompts": cfg.concept.anchor_prompts,
@@ -178,9 +179,9 @@ def _train(cfg: Configs, staging: Path, base, base_fingerprint: str, accelerator
     if accelerator.is_main_process:
         staging.mkdir(parents=True, exist_ok=True)
     try:
-        with accelerator.main_process_first():  # the main process fills the data cache; the others read it
-            task, concept = _build_task(cfg, base, denoiser, accelerator, base_fingerprint)
         method = get_method(run.method)[1](cfg.method)
+        with accelerator.main_process_first():  # the main process fills the data cache; the others read it
+            task, concept = _build_task(cfg, base, denoiser, accelerator, base_fingerprint, method.needs_images)
         denoiser.to(accelerator.device)
         teacher = adapter.copy_denoiser().requires_grad_(False).to(accelerator.device) if method.needs_teacher \
             else None

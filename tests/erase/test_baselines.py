@@ -101,3 +101,99 @@ def test_baselines_erase_end_to_end_with_the_record(method, tmp_path):
     base = erasekit.load_pipeline("bundled:digits-cfg").unet
     erased = erasekit.load_pipeline(str(out)).unet
     assert not torch.equal(base.conv_out.weight, erased.conv_out.weight)
+
+
+def test_uce_closed_form_matches_a_least_squares_reference():
+    from erasekit.erase.uce import uce_solve
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    c, c_star, p = (torch.randn(n, 5, generator=g, dtype=torch.float64) for n in (3, 3, 4))
+    s, lam = 0.7, 0.1
+    # min |W' c_i - W c*_i|^2 + s |W' p_j - W p_j|^2 + lam |W' - W|^2, as one stacked least-squares problem
+    x = torch.cat([c, s**0.5 * p, lam**0.5 * torch.eye(5, dtype=torch.float64)])
+    y = torch.cat([c_star @ w.T, s**0.5 * p @ w.T, lam**0.5 * w.T])
+    expected = torch.linalg.lstsq(x, y).solution.T
+    assert torch.allclose(uce_solve(w, c, c_star, p, s, lam), expected, atol=1e-10)
+
+
+def test_uce_edits_only_cross_attention_keys_and_values_without_images(tmp_path, monkeypatch):
+    import erasekit
+    from erasekit.pipelines.adapters import adapter_for
+    from erasekit.pipelines.tiny import tiny_sd_pipeline
+
+    monkeypatch.setenv("ERASEKIT_CACHE", str(tmp_path / "cache"))
+    tiny_sd_pipeline(seed=0).save_pretrained(tmp_path / "base")
+    out = tmp_path / "uce"
+    erasekit.erase(pretrained_model_name_or_path=str(tmp_path / "base"), output_dir=str(out), method="uce",
+                   forget_prompts=["a photo of a church"], anchor_prompts=["a photo of a house"],
+                   retain_prompts=["a photo of a tree", "a photo of a dog"], evaluate=False, resolution=32)
+    assert not (tmp_path / "cache").exists()  # no image was generated
+    base = erasekit.load_pipeline(tmp_path / "base")
+    erased = erasekit.load_pipeline(out)
+    before, after = base.unet.state_dict(), erased.unet.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(".attn2.to_k.weight" in k or ".attn2.to_v.weight" in k for k in changed)
+    assert {k for k in before if ".attn2.to_" in k and k.endswith((".to_k.weight", ".to_v.weight"))} == changed
+
+    encode = adapter_for(base).encode_prompts
+    church, house, tree = (encode([p], "cpu", None, 32)["encoder_hidden_states"][0]
+                           for p in ("a photo of a church", "a photo of a house", "a photo of a tree"))
+    name = next(k for k in sorted(changed) if k.endswith("to_k.weight"))
+    w0, w1 = before[name], after[name]
+    # keys of "church" move towards the keys "house" had; those of a retained prompt move less (the tiny
+    # text space has 16 dimensions for 77-token prompts, so the trade-off is visible)
+    assert (church @ w1.T - house @ w0.T).norm() < 0.6 * (church @ w0.T - house @ w0.T).norm()
+    assert (tree @ w1.T - tree @ w0.T).norm() < (church @ w1.T - church @ w0.T).norm()
+    record = json.loads((out / "erasure.json").read_text())
+    assert record["method"] == "uce" and record["metrics"]["train"]["edited_projections"] == len(changed)
+
+
+def test_uce_refuses_models_without_text_cross_attention(tmp_path):
+    import erasekit
+
+    with pytest.raises(ConfigError, match="method 'uce' edits the cross-attention"):
+        erasekit.erase(method="uce", forget=[1], output_dir=str(tmp_path / "x"), evaluate=False)
+    assert not (tmp_path / "x").exists()
+
+
+def test_retrain_recipe_starts_from_fresh_weights_and_saves_the_ema(tmp_path):
+    """configs/digits-retrain.yaml with its own settings, only shortened to 3 steps."""
+    from pathlib import Path
+
+    import erasekit
+    from erasekit.pipelines.digits import build_digits_unet
+
+    config = Path(__file__).parents[2] / "configs" / "digits-retrain.yaml"
+    out = tmp_path / "retrain"
+    erasekit.erase(config, forget=[8], output_dir=str(out), max_steps=3, lr_warmup_steps=1, evaluate=False)
+    record = json.loads((out / "erasure.json").read_text())
+    assert record["method"] == "retrain" and record["config"]["run"]["ema_decay"] == 0.999
+    assert record["config"]["run"]["max_steps"] == 3 and record["config"]["method"]["init_seed"] == 0
+    torch.manual_seed(0)
+    fresh = build_digits_unet()
+    retrained = erasekit.load_pipeline(out).unet
+    base = erasekit.load_pipeline("bundled:digits-cfg").unet
+    # Three steps from fresh weights: far closer to the fresh init than to the trained base.
+    w_fresh, w_new, w_base = fresh.conv_in.weight, retrained.conv_in.weight, base.conv_in.weight
+    assert (w_new - w_fresh).norm() < 0.1 * (w_base - w_fresh).norm()
+    assert (w_new - w_fresh).abs().max() > 0
+
+
+def test_trainer_saves_the_ema_and_keeps_unmasked_weights_exact(tiny_pipe, tiny_task, tmp_path):
+    from erasekit.erase.methods import SalUnConfig, SalUnMethod
+    from erasekit.erase.trainer import EraseTrainer, TrainConfig
+
+    unet = tiny_pipe.unet
+    base = copy.deepcopy(unet.state_dict())
+    method = SalUnMethod(SalUnConfig(ratio=0.3, batch_size=8, saliency_batch_size=8, saliency_passes=1))
+    method.prepare(unet, tiny_task, torch.Generator().manual_seed(0))
+    trainer = EraseTrainer(unet, method, tiny_task, TrainConfig(seed=1, learning_rate=1e-2, max_steps=4,
+                                                                ema_decay=0.9), tmp_path)
+    trainer.train()
+    shadow = dict(zip([n for n, p in trainer.denoiser.named_parameters() if p.requires_grad],
+                      trainer.ema.shadow_params))
+    after = trainer.denoiser.state_dict()
+    assert shadow and all(torch.equal(after[n], v) for n, v in shadow.items())
+    for name, m in method.mask.masks.items():
+        assert torch.equal(after[name][~m], base[name][~m])

@@ -7,7 +7,7 @@ A method gives the one trainer:
 - `compute_loss(denoiser, sampler) -> (loss, logs)`: one micro-batch's loss, drawing batches, noise and
   remapping targets from the trainer's `Sampler`;
 - or, for a training-free method, `edit(denoiser, task) -> logs`, which changes the weights in closed form
-  and replaces the training loop.
+  and replaces the training loop (with `needs_images = False` no images are gathered for it).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class Method:
 
     mask: SaliencyMask | None = None
     needs_teacher = False
+    needs_images = True  # False: the method works from the conditions alone (no forget/retain images)
     edit = None  # a training-free method defines `edit(denoiser, task) -> logs`
 
     def prepare(self, denoiser, task: ConditionTask, generator: torch.Generator, shard: Shard = SINGLE,
@@ -74,13 +75,17 @@ class RLConfig:
     alpha: float = field(default=2.0, metadata={"help": "weight of the retain diffusion loss"})
     batch_size: int = field(default=64, metadata={"help": "forget and retain samples per micro-batch, each"})
     label_dropout: float = field(default=0.1, metadata={"help": "CFG null-label rate in the retain loss"})
-    target_label: int | None = field(default=None, metadata={"help": "fixed remap class; random retain class if null"})
+    target_label: int | None = field(default=None, metadata={"help": "fixed remap class (overrides remap)"})
+    remap: str = field(default="random", metadata={
+        "help": "class-conditional remap target: random (a kept class per sample, as SalUn) or farthest (the kept "
+                "class whose mean image is farthest from the forget class)"})
     scope: str = field(default="all", metadata={"help": "regex or preset (all, xattn, attn, no-norm) of trained weights"})
 
     def __post_init__(self):
         check(self.alpha >= 0, "alpha", self.alpha, ">= 0")
         check(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
         check(0 <= self.label_dropout < 1, "label_dropout", self.label_dropout, "in [0, 1)")
+        check(self.remap in ("random", "farthest"), "remap", self.remap, "random or farthest")
 
 
 @dataclass
@@ -276,8 +281,38 @@ class GAMethod(ScopedMethod):
         return loss, {"loss": loss.item(), "forget_loss": forget_loss.item(), "retain_loss": retain_loss.item()}
 
 
+@dataclass
+class RetrainConfig:
+    """Retraining from scratch without the forget data: the exact-unlearning reference (for small models)."""
+
+    batch_size: int = field(default=128, metadata={"help": "retain samples per micro-batch"})
+    label_dropout: float = field(default=0.1, metadata={"help": "CFG null-label rate"})
+    init_seed: int = field(default=0, metadata={"help": "seed of the fresh weights"})
+
+    def __post_init__(self):
+        check(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
+        check(0 <= self.label_dropout < 1, "label_dropout", self.label_dropout, "in [0, 1)")
+
+
+class RetrainMethod(FinetuneMethod):
+    """Fresh weights (the denoiser's class built from its config under `init_seed`), then the ordinary
+    diffusion loss on the retain data only. Pair it with the base's own training settings."""
+
+    config: RetrainConfig
+
+    def prepare(self, denoiser, task: ConditionTask, generator: torch.Generator, shard: Shard = SINGLE,
+                teacher=None) -> None:
+        torch.manual_seed(self.config.init_seed)
+        fresh = type(denoiser).from_config(denoiser.config)
+        with torch.no_grad():
+            denoiser.load_state_dict(fresh.state_dict())
+
+
 register_method("salun", config_cls=SalUnConfig, method_cls=SalUnMethod)
+register_method("retrain", config_cls=RetrainConfig, method_cls=RetrainMethod)
 register_method("esd", config_cls=ESDConfig, method_cls=ESDMethod)
 register_method("ga", config_cls=GAConfig, method_cls=GAMethod)
 register_method("rl", config_cls=RLConfig, method_cls=RLMethod)
 register_method("finetune", config_cls=FinetuneConfig, method_cls=FinetuneMethod)
+
+from . import uce  # noqa: E402,F401  (registers the training-free UCE method)

@@ -34,10 +34,13 @@ class ConditionTask:
         anchors: ids that a forget sample may be remapped to (drawn uniformly per sample).
         null: the id of the unconditional branch.
         table: per-id condition tensors (text models); None when the id itself is the condition.
+        prompt_ids: text models: the ids of the "forget", "anchor" and "retain" prompts (for edits
+            that work on the conditions alone, such as UCE).
     """
 
     def __init__(self, adapter: Adapter, scheduler, forget_x, forget_c, retain_x, retain_c, anchors: Sequence[int],
-                 null: int, table: dict[str, torch.Tensor] | None = None):
+                 null: int, table: dict[str, torch.Tensor] | None = None,
+                 prompt_ids: dict[str, list[int]] | None = None):
         if len(anchors) == 0:
             raise ValueError("no anchor condition to remap the forget concept to")
         self.adapter, self.scheduler = adapter, scheduler
@@ -46,6 +49,7 @@ class ConditionTask:
         self.anchors = torch.as_tensor(list(anchors), dtype=torch.long)
         self.null = null
         self.table = table
+        self.prompt_ids = prompt_ids or {}
 
     @property
     def scopes(self) -> dict[str, str]:
@@ -127,20 +131,44 @@ class ClassConditionalTask(ConditionTask):
         images, labels: clean images in the model's input space and their classes.
         forget: class ids to erase.
         target_label: remap every forget sample to this class instead of a random kept class.
+        remap: "random" (SalUn: a kept class drawn per sample) or "farthest" (the one kept class whose
+            mean image is farthest from the forget classes' mean image); `target_label` overrides both.
     """
 
     def __init__(self, adapter, scheduler, images: torch.Tensor, labels: torch.Tensor, forget: Sequence[int],
-                 target_label: int | None = None):
+                 target_label: int | None = None, remap: str = "random"):
         num_classes = adapter.num_classes
         self.forget = sorted({int(c) for c in forget})
         kept = [c for c in range(num_classes) if c not in self.forget]
         is_forget = torch.isin(labels, torch.tensor(self.forget, dtype=labels.dtype))
+        if target_label is not None:
+            anchors = [target_label]
+        elif remap == "farthest":
+            anchors = [farthest_class(images, labels, self.forget, kept)]
+        else:
+            anchors = kept
         super().__init__(adapter, scheduler, images[is_forget], labels[is_forget], images[~is_forget],
-                         labels[~is_forget], [target_label] if target_label is not None else kept, null=num_classes)
+                         labels[~is_forget], anchors, null=num_classes)
 
     @classmethod
-    def for_pipeline(cls, pipe, images, labels, forget, target_label=None) -> ClassConditionalTask:
+    def for_pipeline(cls, pipe, images, labels, forget, target_label=None, remap="random") -> ClassConditionalTask:
         from ..pipelines.adapters import adapter_for
 
         adapter = adapter_for(pipe)
-        return cls(adapter, adapter.training_scheduler(), images, labels, forget, target_label)
+        return cls(adapter, adapter.training_scheduler(), images, labels, forget, target_label, remap)
+
+
+def farthest_class(images: torch.Tensor, labels: torch.Tensor, forget: Sequence[int], kept: Sequence[int]) -> int:
+    """The kept class whose mean image is farthest (L2) from the mean image of the forget classes.
+
+    Random-label remapping regresses `f(z|c_f)` on the average of the kept classes' predictions; where
+    that average looks like the forget class (a blurred digit reads as an 8), the class survives. One
+    distant anchor gives a sharp, different target. Ties go to the lower class id.
+    """
+    flat = images.flatten(1).double()
+    forget_mean = flat[torch.isin(labels, torch.tensor(list(forget), dtype=labels.dtype))].mean(0)
+    present = [c for c in kept if (labels == c).any()]
+    if not present:
+        raise ValueError("no kept class has data to remap to")
+    distance = [float((flat[labels == c].mean(0) - forget_mean).norm()) for c in present]
+    return present[max(range(len(present)), key=lambda i: (distance[i], -present[i]))]

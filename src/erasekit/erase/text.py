@@ -109,8 +109,12 @@ def _load_images(paths, resolution: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
 
 
-def build_text_task(pipe, concept: TextConceptConfig, seed: int, device, dtype, base_fingerprint: str) -> ConditionTask:
-    """Gather (or generate) forget and retain images, encode them and the prompts, build the task."""
+def build_text_task(pipe, concept: TextConceptConfig, seed: int, device, dtype, base_fingerprint: str,
+                    images: bool = True) -> ConditionTask:
+    """Gather (or generate) forget and retain images, encode them and the prompts, build the task.
+
+    With `images=False` (a method that edits from the prompts alone) no image is gathered or generated.
+    """
     concept.require_prompts()
     adapter = adapter_for(pipe)
     for part in adapter.frozen_parts().values():  # frozen: only the denoiser is trained
@@ -121,7 +125,9 @@ def build_text_task(pipe, concept: TextConceptConfig, seed: int, device, dtype, 
     sides = {}
     for side, prompts, folder in (("forget", concept.forget_prompts, concept.forget_images),
                                   ("retain", retain_prompts, concept.retain_images)):
-        if folder:
+        if not images:
+            pairs = []
+        elif folder:
             pairs = folder_images(folder, prompts[0] if len(prompts) == 1 else None)
         else:
             cache = _cache_dir(concept, base_fingerprint, side, prompts, seed, dtype)
@@ -133,7 +139,9 @@ def build_text_task(pipe, concept: TextConceptConfig, seed: int, device, dtype, 
     index = {p: i for i, p in enumerate(table)}
     conditions = adapter.encode_prompts(table, device, dtype, resolution)
     latents = {s: adapter.encode_images(_load_images([p for p, _ in pairs], resolution), device, dtype)
-               for s, pairs in sides.items()}
-    ids = {s: torch.tensor([index[p] for _, p in pairs]) for s, pairs in sides.items()}
+               if pairs else torch.empty(0) for s, pairs in sides.items()}
+    ids = {s: torch.tensor([index[p] for _, p in pairs], dtype=torch.long) for s, pairs in sides.items()}
+    prompt_ids = {"forget": [index[p] for p in concept.forget_prompts],
+                  "anchor": [index[p] for p in concept.anchor_prompts], "retain": [index[p] for p in retain_prompts]}
     return ConditionTask(adapter, adapter.training_scheduler(), latents["forget"], ids["forget"], latents["retain"],
-                         ids["retain"], anchors=[index[p] for p in concept.anchor_prompts], null=0, table=conditions)
+                         ids["retain"], anchors=prompt_ids["anchor"], null=0, table=conditions, prompt_ids=prompt_ids)

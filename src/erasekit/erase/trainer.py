@@ -43,7 +43,7 @@ class TrainConfig:
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm; 0 disables"})
     lr_scheduler: str = field(default="constant_with_warmup", metadata={"help": "diffusers scheduler name"})
     lr_warmup_steps: int = field(default=0, metadata={"help": "warm-up steps"})
-    ema_decay: float = field(default=0.0, metadata={"help": "EMA of trained weights; 0 disables"})
+    ema_decay: float = field(default=0.0, metadata={"help": "EMA of trained weights, saved as the result; 0 disables"})
     checkpointing_steps: int = field(default=0, metadata={"help": "save_state every N steps; 0 disables"})
     checkpoints_total_limit: int | None = field(default=2, metadata={"help": "keep at most N checkpoints"})
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint path"})
@@ -237,6 +237,8 @@ class EraseTrainer:
             for callback in self.callbacks:
                 callback(self, self.state.step, last)
         bar.close()
+        if self.ema is not None:  # the result is the EMA; untouched weights keep their exact values
+            self.ema.copy_to([p for p, _ in masked.values()])
         denoiser.eval()
         acc.wait_for_everyone()
         if cfg.report_to:

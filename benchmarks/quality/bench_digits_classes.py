@@ -1,0 +1,200 @@
+"""Class forgetting on the bundled digits model: every method on the same classes and seeds.
+
+For each method, class and seed the method's recipe erases the class (evaluation off), then the
+erased model draws `samples_per_class` samples of every class with the evaluator's seed scheme
+(`eval_seed + c*N + i`), the bundled judge labels them, and the evaluator's pure metric functions
+give UA, RA, retain FD (to real kept-class digits) and the noisy share. `retrain` (retraining from
+scratch without the class, configs/digits-retrain.yaml) is the reference of ToW:
+
+    ToW = (1 - |UA - UA_r|) (1 - |RA - RA_r|) (1 - min(1, |FD - FD_r| / FD_r))
+
+Rows are appended to a JSON-lines file as they finish, so a long run can be resumed (finished rows
+are skipped) and shared out over machines; `--report` writes the Markdown table and the plot.
+
+    python benchmarks/quality/bench_digits_classes.py --methods salun,rl,esd,ga,retrain --classes 0-9 --seeds 0,1,2
+    python benchmarks/quality/bench_digits_classes.py --report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).parents[2]
+RESULTS = Path(__file__).parents[1] / "results"
+ROWS = RESULTS / "quality-digits.jsonl"
+RECIPES = {  # method -> (config file, overrides); keys of other methods are dropped from the file
+    "salun": ("configs/digits.yaml", {}),
+    "rl": ("configs/digits.yaml", {"method": "rl"}),
+    "esd": ("configs/digits.yaml", {"method": "esd", "scope": "all", "negative_guidance": 1.0, "alpha": 2.0}),
+    "ga": ("configs/digits.yaml", {"method": "ga", "max_steps": 30}),
+    "retrain": ("configs/digits-retrain.yaml", {}),
+}
+
+
+def recipe(method: str, forget: int, seed: int, output_dir: str) -> dict:
+    from dataclasses import fields
+
+    from erasekit.api import EraseConfig
+    from erasekit.config import load_yaml
+    from erasekit.erase.methods import get_method
+    from erasekit.eval.suite import Sampling
+
+    path, overrides = RECIPES[method]
+    values = {**load_yaml(ROOT / path), **overrides}
+    config_cls = get_method(values["method"])[0]
+    allowed = {f.name for cls in (EraseConfig, config_cls, Sampling) for f in fields(cls)} | {"method"}
+    values = {k: v for k, v in values.items() if k in allowed}
+    return {**values, "forget": [forget], "seed": seed, "output_dir": output_dir, "overwrite": True,
+            "evaluate": False}
+
+
+def measure(model, forget: int, judge, real_cache: dict, n: int, eval_seed: int) -> dict:
+    from erasekit.eval.class_conditional import class_metrics, real_reference
+    from erasekit.pipelines.adapters import adapter_for
+    from erasekit.pipelines.generation import generate_class_samples
+    from erasekit.pipelines.loading import load_pipeline
+
+    pipe = load_pipeline(model)
+    pipe.set_progress_bar_config(disable=True)
+    adapter = adapter_for(pipe)
+    images, labels = generate_class_samples(pipe, range(adapter.num_classes), n, eval_seed, 50, 3.0, 250)
+    preds, feats = judge.predict(list(images))
+    if forget not in real_cache:
+        real_cache[forget] = real_reference(judge, [forget])
+    m = class_metrics(images, labels, torch.tensor(preds), feats, [forget], adapter.num_classes, real_cache[forget])
+    return {k: m[k] for k in ("UA", "RA", "FD", "noisy_rate_retain")}
+
+
+def parse_range(text: str) -> list[int]:
+    out = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        out += list(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def done_rows() -> list[dict]:
+    return [json.loads(line) for line in ROWS.read_text().splitlines() if line.strip()] if ROWS.is_file() else []
+
+
+def run(methods: list[str], classes: list[int], seeds: list[int], n: int, eval_seed: int) -> None:
+    import erasekit
+    from erasekit.eval.measure import Judge
+    from erasekit.eval.suite import EvalSuite
+
+    judge = Judge(EvalSuite(metrics=["classifier"]))
+    real: dict = {}
+    have = {(r["method"], r["class"], r["seed"]) for r in done_rows()}
+    if ("base", -1, 0) not in have:
+        base = {"method": "base", "class": -1, "seed": 0, "per_class": {}}
+        for c in classes:
+            base["per_class"][str(c)] = measure("bundled:digits-cfg", c, judge, real, n, eval_seed)
+        _append(base)
+    for method in methods:
+        for seed in seeds if method != "retrain" else seeds[:1]:
+            for c in classes:
+                if (method, c, seed) in have:
+                    continue
+                work = Path(tempfile.mkdtemp(prefix="erasekit-quality-"))
+                try:
+                    started = time.time()
+                    erasekit.erase(**recipe(method, c, seed, str(work / "out")))
+                    seconds = time.time() - started
+                    metrics = measure(work / "out", c, judge, real, n, eval_seed)
+                finally:
+                    shutil.rmtree(work, ignore_errors=True)
+                row = {"method": method, "class": c, "seed": seed, **metrics, "erase_seconds": round(seconds, 1),
+                       "samples_per_class": n, "eval_seed": eval_seed, "date": time.strftime("%Y-%m-%d"),
+                       "machine": platform.node() or "vm"}
+                print(json.dumps(row), flush=True)
+                _append(row)
+
+
+def _append(row: dict) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    with open(ROWS, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def tow(row: dict, ref: dict) -> float:
+    return ((1 - abs(row["UA"] - ref["UA"])) * (1 - abs(row["RA"] - ref["RA"]))
+            * (1 - min(1.0, abs(row["FD"] - ref["FD"]) / ref["FD"])))
+
+
+def report() -> str:
+    rows = done_rows()
+    base = next((r for r in rows if r["method"] == "base"), None)
+    retrain = {r["class"]: r for r in rows if r["method"] == "retrain"}
+    methods = [m for m in RECIPES if any(r["method"] == m for r in rows)]
+    lines = ["| method | runs | classes | UA mean (min) | RA drop mean (max), points | FD mean | ToW mean | erase s |",
+             "|---|---|---|---|---|---|---|---|"]
+    summary = {}
+    for method in methods:
+        mine = [r for r in rows if r["method"] == method]
+        drops = [100 * (base["per_class"][str(r["class"])]["RA"] - r["RA"]) for r in mine] if base else []
+        tows = [tow(r, retrain[r["class"]]) for r in mine if r["class"] in retrain]
+        summary[method] = {"UA": [r["UA"] for r in mine], "ToW": tows}
+        lines.append(
+            f"| {method} | {len(mine)} | {','.join(str(c) for c in sorted({r['class'] for r in mine}))} | "
+            f"{np.mean([r['UA'] for r in mine]):.3f} ({min(r['UA'] for r in mine):.3f}) | "
+            + (f"{np.mean(drops):.2f} ({max(drops):.2f})" if drops else "n/a") + " | "
+            f"{np.mean([r['FD'] for r in mine]):.1f} | "
+            + (f"{np.mean(tows):.3f} (n={len(tows)})" if tows else "n/a (no retrain rows)") + " | "
+            f"{np.mean([r['erase_seconds'] for r in mine]):.0f} |")
+    if base:
+        fd = np.mean([v["FD"] for v in base["per_class"].values()])
+        lines.append(f"| base (not erased) | 1 | all | {np.mean([v['UA'] for v in base['per_class'].values()]):.3f} | 0 "
+                     f"| {fd:.1f} | | |")
+    _plot(rows, methods)
+    return "\n".join(lines)
+
+
+def _plot(rows, methods) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), dpi=110)
+    for method in methods:
+        mine = [r for r in rows if r["method"] == method]
+        classes = sorted({r["class"] for r in mine})
+        for ax, key in zip(axes, ("UA", "FD")):
+            means = [np.mean([r[key] for r in mine if r["class"] == c]) for c in classes]
+            ax.plot(classes, means, marker="o", label=method)
+            ax.set_xlabel("forgotten class")
+            ax.set_ylabel(key)
+    axes[0].set_ylim(-0.05, 1.05)
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "quality-digits.png")
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--methods", default="salun,rl,esd,ga,retrain")
+    parser.add_argument("--classes", default="0-9")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--samples-per-class", type=int, default=50)
+    parser.add_argument("--eval-seed", type=int, default=1234)
+    parser.add_argument("--report", action="store_true", help="print the Markdown table and write the plot")
+    args = parser.parse_args()
+    if args.report:
+        print(report())
+        return
+    run(args.methods.split(","), parse_range(args.classes), parse_range(args.seeds), args.samples_per_class,
+        args.eval_seed)
+
+
+if __name__ == "__main__":
+    main()
