@@ -57,20 +57,27 @@ def recipe(method: str, forget: int, seed: int, output_dir: str) -> dict:
             "evaluate": False}
 
 
-def measure(model, forget: int, judge, real_cache: dict, n: int, eval_seed: int) -> dict:
-    from erasekit.eval.class_conditional import class_metrics, real_reference
+def samples(model, judge, n: int, eval_seed: int) -> dict:
+    """Every class drawn with the evaluator's seed scheme, and the judge's labels and features."""
     from erasekit.pipelines.adapters import adapter_for
     from erasekit.pipelines.generation import generate_class_samples
     from erasekit.pipelines.loading import load_pipeline
 
     pipe = load_pipeline(model)
     pipe.set_progress_bar_config(disable=True)
-    adapter = adapter_for(pipe)
-    images, labels = generate_class_samples(pipe, range(adapter.num_classes), n, eval_seed, 50, 3.0, 250)
+    classes = adapter_for(pipe).num_classes
+    images, labels = generate_class_samples(pipe, range(classes), n, eval_seed, 50, 3.0, 250)
     preds, feats = judge.predict(list(images))
+    return {"images": images, "labels": labels, "preds": torch.tensor(preds), "feats": feats, "classes": classes}
+
+
+def metrics_for(drawn: dict, forget: int, judge, real_cache: dict) -> dict:
+    from erasekit.eval.class_conditional import class_metrics, real_reference
+
     if forget not in real_cache:
         real_cache[forget] = real_reference(judge, [forget])
-    m = class_metrics(images, labels, torch.tensor(preds), feats, [forget], adapter.num_classes, real_cache[forget])
+    m = class_metrics(drawn["images"], drawn["labels"], drawn["preds"], drawn["feats"], [forget], drawn["classes"],
+                      real_cache[forget])
     return {k: m[k] for k in ("UA", "RA", "FD", "noisy_rate_retain")}
 
 
@@ -95,10 +102,9 @@ def run(methods: list[str], classes: list[int], seeds: list[int], n: int, eval_s
     real: dict = {}
     have = {(r["method"], r["class"], r["seed"]) for r in done_rows()}
     if ("base", -1, 0) not in have:
-        base = {"method": "base", "class": -1, "seed": 0, "per_class": {}}
-        for c in classes:
-            base["per_class"][str(c)] = measure("bundled:digits-cfg", c, judge, real, n, eval_seed)
-        _append(base)
+        drawn = samples("bundled:digits-cfg", judge, n, eval_seed)
+        _append({"method": "base", "class": -1, "seed": 0,
+                 "per_class": {str(c): metrics_for(drawn, c, judge, real) for c in range(drawn["classes"])}})
     for method in methods:
         for seed in seeds if method != "retrain" else seeds[:1]:
             for c in classes:
@@ -109,7 +115,7 @@ def run(methods: list[str], classes: list[int], seeds: list[int], n: int, eval_s
                     started = time.time()
                     erasekit.erase(**recipe(method, c, seed, str(work / "out")))
                     seconds = time.time() - started
-                    metrics = measure(work / "out", c, judge, real, n, eval_seed)
+                    metrics = metrics_for(samples(work / "out", judge, n, eval_seed), c, judge, real)
                 finally:
                     shutil.rmtree(work, ignore_errors=True)
                 row = {"method": method, "class": c, "seed": seed, **metrics, "erase_seconds": round(seconds, 1),

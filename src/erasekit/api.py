@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Mapping
@@ -127,16 +128,25 @@ def resolve_configs(config: str | os.PathLike | Mapping | None, overrides: Mappi
                    from_cli=frozenset(from_cli))
 
 
+def _resumable(staging: Path) -> bool:
+    return any(re.fullmatch(r"checkpoint-\d+", p.name) for p in (staging / CHECKPOINT_DIR).glob("checkpoint-*"))
+
+
 def _prepare_staging(run: EraseConfig) -> Path:
+    """The staging directory of `run.output_dir`. One left by an interrupted run without a finished
+    checkpoint holds nothing to resume: it is removed, and the run starts afresh."""
     final = check_output_free(run.output_dir, run.overwrite, "output_dir")
     staging = staging_dir(final)
-    if run.resume_from_checkpoint:
-        if not (staging / CHECKPOINT_DIR).is_dir() and run.resume_from_checkpoint == "latest":
-            raise ConfigError(f"nothing to resume: no interrupted run of '{final}' at {staging}")
-    elif staging.exists():
+    if staging.exists() and not _resumable(staging):
+        logger.info(f"an interrupted run of '{final}' left no checkpoint to resume; starting afresh")
+        shutil.rmtree(staging, ignore_errors=True)  # every process may try; the first one removes it
+    if run.resume_from_checkpoint == "latest" and not staging.exists():
+        logger.info(f"nothing to resume for '{final}'; starting afresh")
+        run.resume_from_checkpoint = None
+    elif not run.resume_from_checkpoint and staging.exists():
         raise ConfigError(
-            f"an interrupted run of '{final}' left {staging}; pass --resume-from-checkpoint latest to continue "
-            f"it, or delete that directory to start afresh"
+            f"an interrupted run of '{final}' left checkpoints in {staging}; pass --resume-from-checkpoint latest "
+            f"to continue it, or delete that directory to start afresh"
         )
     return staging
 

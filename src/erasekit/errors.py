@@ -15,3 +15,7 @@ class ModelLoadError(ErasekitError):
 
 class OutputExistsError(ErasekitError):
     """An output already exists and `overwrite` was not given."""
+
+
+class NonFiniteError(ErasekitError):
+    """Training produced a NaN or infinite loss or gradient more often than `skip_nonfinite` allows."""

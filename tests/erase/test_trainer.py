@@ -108,3 +108,44 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
         find_checkpoint(tmp_path, "latest")
     with pytest.raises(ConfigError, match="not a checkpoint directory"):
         find_checkpoint(tmp_path, str(tmp_path / "missing"))
+
+
+class _NaNAt(RLMethod):
+    """RL whose loss is NaN on the listed calls (1-based)."""
+
+    def __init__(self, bad_calls):
+        super().__init__(RLConfig(batch_size=8))
+        self.calls, self.bad = 0, set(bad_calls)
+
+    def compute_loss(self, denoiser, sampler):
+        self.calls += 1
+        loss, logs = super().compute_loss(denoiser, sampler)
+        return (loss * float("nan"), logs) if self.calls in self.bad else (loss, logs)
+
+
+def test_a_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tiny_pipe, tiny_task, tmp_path):
+    from erasekit.errors import NonFiniteError
+
+    with pytest.raises(NonFiniteError, match=r"the loss was nan at step 5 .*checkpoint-4, is kept.*--skip-nonfinite"):
+        _train(tiny_pipe.unet, _NaNAt({5}), tiny_task, tmp_path, checkpointing_steps=2)
+    assert find_checkpoint(tmp_path, "latest").name == "checkpoint-4"
+
+
+def test_skip_nonfinite_skips_bad_steps_without_touching_the_weights(tiny_pipe, tiny_task, tmp_path):
+    unet = tiny_pipe.unet
+    seen = []
+
+    def watch(trainer, step, logs):
+        seen.append((step, "skipped" in logs, {k: v.clone() for k, v in trainer.denoiser.state_dict().items()}))
+
+    config = TrainConfig(seed=3, learning_rate=1e-2, max_steps=5, skip_nonfinite=2)
+    EraseTrainer(unet, _NaNAt({2, 4}), tiny_task, config, tmp_path, callbacks=[watch]).train()
+    assert [s for s, skipped, _ in seen if skipped] == [2, 4]
+    for (_, _, before), (_, skipped, after) in zip(seen, seen[1:]):
+        assert all(torch.equal(before[k], after[k]) for k in before) == skipped
+    assert all(torch.isfinite(v).all() for v in unet.state_dict().values())
+    config = TrainConfig(seed=3, learning_rate=1e-2, max_steps=5, skip_nonfinite=1)
+    from erasekit.errors import NonFiniteError
+
+    with pytest.raises(NonFiniteError, match="at step 4 .2 non-finite step.s., 1 allowed"):
+        EraseTrainer(unet, _NaNAt({2, 4}), tiny_task, config, tmp_path / "b").train()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -21,8 +22,10 @@ from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
 from ..config import check
-from ..errors import ConfigError
+from ..errors import ConfigError, NonFiniteError
 from .tasks import Sampler
+
+logger = logging.getLogger(__name__)
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 CHECKPOINT_DIR = "checkpoints"
@@ -47,6 +50,8 @@ class TrainConfig:
     checkpointing_steps: int = field(default=0, metadata={"help": "save_state every N steps; 0 disables"})
     checkpoints_total_limit: int | None = field(default=2, metadata={"help": "keep at most N checkpoints"})
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint path"})
+    skip_nonfinite: int = field(default=0, metadata={
+        "help": "skip at most N optimizer steps whose loss or gradient is NaN/inf; one more stops the run"})
     log_every: int = field(default=10, metadata={"help": "write a loss line every N steps"})
     report_to: str | None = field(default=None, metadata={"help": "accelerate tracker (tensorboard, wandb, ...)"})
 
@@ -64,6 +69,7 @@ class TrainConfig:
         check(self.checkpoints_total_limit is None or self.checkpoints_total_limit >= 1,
               "checkpoints_total_limit", self.checkpoints_total_limit, ">= 1 or null")
         check(self.log_every >= 1, "log_every", self.log_every, ">= 1")
+        check(self.skip_nonfinite >= 0, "skip_nonfinite", self.skip_nonfinite, ">= 0")
 
 
 def make_accelerator(config: TrainConfig, project_dir: str | Path) -> Accelerator:
@@ -85,12 +91,14 @@ class TrainState:
 
     def __init__(self):
         self.step = 0
+        self.skipped = 0  # optimizer steps skipped for a non-finite loss or gradient
 
     def state_dict(self) -> dict[str, int]:
-        return {"step": self.step}
+        return {"step": self.step, "skipped": self.skipped}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.step = int(state["step"])
+        self.skipped = int(state.get("skipped", 0))
 
 
 def step_generator(seed: int, step: int, micro: int, process: int) -> torch.Generator:
@@ -226,7 +234,7 @@ class EraseTrainer:
             logs = self._optimizer_step(denoiser, optimizer, lr_scheduler, masked)
             self.state.step += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{logs['loss']:.4f}")
+            bar.set_postfix(loss=f"{logs['loss']:.4f}" if "loss" in logs else "skipped")
             if self.ema is not None:
                 self.ema.step([p for p, _ in masked.values()])
             last = {"step": self.state.step, "lr": lr_scheduler.get_last_lr()[0], **logs}
@@ -250,20 +258,46 @@ class EraseTrainer:
         cfg, acc = self.config, self.accelerator
         totals: dict[str, float] = {}
         accum = cfg.gradient_accumulation_steps
+        bad = None
         for micro in range(accum):
             generator = step_generator(cfg.seed, self.state.step, micro, acc.process_index)
             sync = acc.no_sync(denoiser) if micro < accum - 1 else nullcontext()
             with sync, acc.autocast():
                 loss, logs = self.method.compute_loss(denoiser, Sampler(self.task, generator, acc.device))
                 if not math.isfinite(loss.item()):
-                    raise FloatingPointError(f"loss became {loss.item()} at step {self.state.step}; lower learning_rate")
-                acc.backward(loss / accum)
+                    bad = bad or f"the loss was {loss.item()}"
+                acc.backward(loss / accum)  # even so: every process must join the gradient all-reduce
             for k, v in logs.items():
                 totals[k] = totals.get(k, 0.0) + v / accum
+        params = [p for p, _ in masked.values()]
+        # The all-reduced gradient decides, so every process skips (or not) together; a NaN loss gives one.
         if cfg.max_grad_norm:
-            acc.clip_grad_norm_([p for p, _ in masked.values()], cfg.max_grad_norm)
+            norm = acc.clip_grad_norm_(params, cfg.max_grad_norm)
+        else:
+            grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
+            norm = torch.stack(grads).norm() if grads else torch.zeros(())
+        if not torch.isfinite(torch.as_tensor(norm)).item():
+            self._skip_or_stop(bad or "the gradient norm was not finite", optimizer, lr_scheduler)
+            return {"skipped": 1}
         optimizer.step()
         self._apply_weight_decay(masked, lr_scheduler.get_last_lr()[0])
         lr_scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         return totals
+
+    def _skip_or_stop(self, why: str, optimizer, lr_scheduler) -> None:
+        """Skip a step with a non-finite loss or gradient (weights untouched), or stop with the step named."""
+        optimizer.zero_grad(set_to_none=True)
+        self.state.skipped += 1
+        step = self.state.step + 1
+        if self.state.skipped > self.config.skip_nonfinite:
+            try:
+                kept = f"the last checkpoint, {find_checkpoint(self.work_dir, 'latest').name}, is kept"
+            except ConfigError:
+                kept = "no checkpoint was saved"
+            raise NonFiniteError(
+                f"{why} at step {step} ({self.state.skipped} non-finite step(s), {self.config.skip_nonfinite} "
+                f"allowed); {kept}. Lower learning_rate, or pass --skip-nonfinite N to skip a few bad batches")
+        logger.warning(f"{why} at step {step}; step skipped ({self.state.skipped} of "
+                       f"{self.config.skip_nonfinite} allowed)")
+        lr_scheduler.step()
