@@ -180,14 +180,16 @@ def test_objects_suite_with_local_clip_weights(replica, tiny_clip_name, tmp_path
     import torch
 
     torch.manual_seed(0)
-    weights = tmp_path / "tiny-clip.pt"
-    torch.save(open_clip.create_model(tiny_clip_name, pretrained=None).state_dict(), weights)
+    from safetensors.torch import save_file
+
+    weights = tmp_path / "tiny-clip.safetensors"
+    save_file(open_clip.create_model(tiny_clip_name, pretrained=None).state_dict(), weights)
     base = replica("sd15")
     out = tmp_path / "objects"
     monkeypatch.chdir(tmp_path)  # --clip-pretrained is relative to the working directory, as a user types it
     assert main(["eval", "--model", str(base), "--baseline", str(base), "--suite", str(CONFIGS / "eval" / "objects.yaml"),
                  "--num-inference-steps", "2", "--resolution", "32", "--eval-batch-size", "16", "--clip-model", tiny_clip_name,
-                 "--clip-pretrained", "tiny-clip.pt", "--output", str(out)]) == 0
+                 "--clip-pretrained", "tiny-clip.safetensors", "--output", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["metrics"]["target"]["model"]["images"] == 4  # objects.csv: 4 church images, 36 retain
     collateral = report["metrics"]["collateral"]  # base against itself: every pair is identical

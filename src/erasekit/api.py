@@ -50,6 +50,8 @@ class EraseConfig(TrainConfig):
     pretrained_model_name_or_path: str = field(default="bundled:digits-cfg", metadata={"help": "base model"})
     revision: str | None = field(default=None, metadata={"help": "Hub revision of the base model"})
     variant: str | None = field(default=None, metadata={"help": "weights variant of the base model, e.g. fp16"})
+    allow_pickle: bool = field(default=False, metadata={
+        "help": "also load pickle-based weights (.ckpt, .bin): they can run code; only for trusted files"})
     output_dir: str | None = field(default=None, metadata={"help": "directory of the erased model (required)"})
     forget: list[int] = field(default_factory=lambda: [0], metadata={"help": "class labels to erase"})
     method: str = field(default="salun", metadata={"help": "registered method: salun, rl"})
@@ -220,7 +222,8 @@ def run_erase(cfg: Configs) -> EraseResult:
     started = time.time()
     run = cfg.run
     staging = _prepare_staging(run)
-    base = load_any_pipeline(run.pretrained_model_name_or_path, revision=run.revision, variant=run.variant)
+    base = load_any_pipeline(run.pretrained_model_name_or_path, revision=run.revision, variant=run.variant,
+                             allow_pickle=run.allow_pickle)
     adapter = adapter_for(base)
     cfg.check_family(adapter.family, portable(run.pretrained_model_name_or_path))
     base_denoiser = adapter.denoiser

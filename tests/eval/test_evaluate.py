@@ -228,3 +228,13 @@ def test_eval_without_a_baseline_reports_the_model_alone(class_models, tmp_path)
     report = run_eval(model, None, EvalSuite(**CLASS_SUITE), None)
     assert report.report_dir is None and report.before is None and 0 <= report.after["RA"] <= 1
     assert set(report.metrics["retain"]) == {"model"} and "collateral" not in report.metrics
+
+
+@pytest.mark.parametrize("line", ['{"path": "../../escape.png"}', '{"path": "/etc/passwd"}', '{"prompt": "x"}',
+                                  "not json", '["a list"]'])
+def test_a_manifest_line_outside_the_folder_or_malformed_is_a_clear_error(tmp_path, line):
+    from erasekit.errors import ConfigError
+
+    (tmp_path / "manifest.jsonl").write_text(line + "\n" + '{"path": "target/00000.png"}\n')
+    with pytest.raises(ConfigError, match="manifest.jsonl: line 1"):
+        read_manifest(tmp_path)

@@ -15,7 +15,7 @@ CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_recipe_parses(path):
     cfg = resolve_configs(path, {})
-    assert cfg.run.output_dir and cfg.run.method in ("salun", "rl")
+    assert cfg.run.output_dir and cfg.run.method in ("salun", "rl", "retrain")
     if cfg.concept.forget_prompts:
         cfg.concept.require_prompts()
 
@@ -83,3 +83,64 @@ def test_single_file_checkpoint_offline_error_names_the_fix(tmp_path, monkeypatc
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(ModelLoadError, match="not a .safetensors or .ckpt"):
         load_pipeline(tmp_path / "notes.txt")
+
+
+def test_push_uploads_only_allow_listed_files(tmp_path):
+    out = _erased_dir(tmp_path)
+    for name in ("notes.txt", "../outside.txt", "report/images/model/target/00000.png", "unet/extra.bin",
+                 "a/b/c.safetensors", "secrets.env"):
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text("x")
+    (out / "link.safetensors").symlink_to(tmp_path / "outside.txt")
+    assert staged_files(out) == ["README.md", "erasure.json", "erasure_delta.safetensors", "model_index.json",
+                                 "report/grid.png", "unet/config.json"]
+
+
+def test_the_token_is_never_printed_logged_or_written(tmp_path, monkeypatch, capsys, caplog):
+    """A planted token: erase, push (one failing, one succeeding) and scan every written file and all output."""
+    import logging
+
+    import huggingface_hub
+
+    import erasekit
+    from erasekit.cli import main
+
+    token = "hf_PLANTEDtoken0123456789abcdef"
+    monkeypatch.setenv("HF_TOKEN", token)
+    caplog.set_level(logging.DEBUG)
+    out = tmp_path / "erased"
+    erasekit.erase(forget=[1], output_dir=str(out), max_steps=2, saliency_passes=1, samples_per_class=2,
+                   num_inference_steps=2, checkpointing_steps=1)
+
+    class FailingApi:
+        def __init__(self, token):
+            self.token = token
+
+        def create_repo(self, repo_id, **kwargs):
+            raise RuntimeError(f"401 Unauthorized for token {self.token} at https://huggingface.co/{repo_id}")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FailingApi)
+    assert main(["push", str(out), "--repo-id", "org/name"]) == 2
+    uploaded = {}
+
+    class RecordingApi(FailingApi):
+        def create_repo(self, repo_id, **kwargs):
+            uploaded["repo"] = repo_id
+
+        def upload_folder(self, folder_path, repo_id, allow_patterns, commit_message):
+            uploaded["files"] = list(allow_patterns)
+            return "https://huggingface.co/org/name/commit/0"
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
+    assert main(["push", str(out), "--repo-id", "org/name"]) == 0 and uploaded["files"]
+    printed = capsys.readouterr()
+    texts = [printed.out, printed.err, caplog.text, json_dumps(uploaded)]
+    texts += [p.read_bytes().decode("latin-1") for p in tmp_path.rglob("*") if p.is_file()]
+    assert all(token not in text for text in texts), "the token leaked"
+    assert "<token>" in printed.err  # the failing push said why, with the token masked
+
+
+def json_dumps(value) -> str:
+    import json
+
+    return json.dumps(value)

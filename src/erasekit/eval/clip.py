@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 
@@ -15,15 +16,37 @@ import torch
 from ..errors import ModelLoadError
 
 
+@contextlib.contextmanager
+def _hub_offline(offline: bool):
+    """HF_HUB_OFFLINE=1 for the duration of the block only; the process environment is restored after."""
+    if not offline:
+        yield
+        return
+    before = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = before
+
+
 class ClipScorer:
-    def __init__(self, model: str = "ViT-B-32", pretrained: str | None = None, device: str = "cpu"):
+    def __init__(self, model: str = "ViT-B-32", pretrained: str | None = None, device: str = "cpu",
+                 allow_pickle: bool = False):
         import open_clip
 
-        if pretrained and not os.path.exists(pretrained) and not pretrained.startswith("local-dir:"):
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # fail at once instead of retrying for ~46 s
+        if pretrained and pretrained.endswith((".pt", ".pth", ".bin")) and not allow_pickle:
+            from ..pipelines.loading import PICKLE_HINT
+
+            raise ModelLoadError(f"CLIP weights '{pretrained}' are a pickle; {PICKLE_HINT}")
+        offline = bool(pretrained) and not os.path.exists(pretrained) and not pretrained.startswith("local-dir:")
         try:
-            self.model, _, self.preprocess = open_clip.create_model_and_transforms(model, pretrained=pretrained,
-                                                                                   device=device)
+            with _hub_offline(offline):  # a tag fails at once instead of retrying for ~46 s
+                self.model, _, self.preprocess = open_clip.create_model_and_transforms(model, pretrained=pretrained,
+                                                                                       device=device)
         except Exception as exc:  # unknown tags, missing files and network errors
             raise ModelLoadError(
                 f"could not load CLIP model '{model}' with weights {pretrained!r} ({type(exc).__name__}: "

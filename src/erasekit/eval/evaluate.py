@@ -91,7 +91,7 @@ def detector_tools(suite: EvalSuite) -> dict:
     if "clip" in suite.metrics:
         from .clip import ClipScorer
 
-        tools["clip"] = ClipScorer(suite.clip_model, suite.clip_pretrained)
+        tools["clip"] = ClipScorer(suite.clip_model, suite.clip_pretrained, allow_pickle=suite.allow_pickle)
     if "classifier" in suite.metrics:
         tools["classifier"] = Judge(suite)
     return tools
@@ -234,9 +234,9 @@ def run_eval(model, baseline, suite: EvalSuite, output_dir: str | os.PathLike | 
 
     process = Process.current()
     dtype = DTYPES[suite.dtype] if suite.dtype else None
-    pipes = {"model": load_any_pipeline(model, torch_dtype=dtype)}
+    pipes = {"model": load_any_pipeline(model, torch_dtype=dtype, allow_pickle=suite.allow_pickle)}
     if baseline is not None:
-        pipes["base"] = load_any_pipeline(baseline, torch_dtype=dtype)
+        pipes["base"] = load_any_pipeline(baseline, torch_dtype=dtype, allow_pickle=suite.allow_pickle)
     identity = {"model": portable(str(model)), "baseline": portable(str(baseline)) if baseline is not None else None,
                 "fingerprints": {n: fingerprint_state_dict(adapter_for(p).denoiser.state_dict())
                                  for n, p in pipes.items()}}

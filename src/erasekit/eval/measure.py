@@ -51,7 +51,17 @@ class Judge:
             raise ModelLoadError(f"classifier '{suite.classifier}' needs local weights; pass --classifier-weights "
                                  f"/path/to/{name}.pth (torchvision weights cannot be downloaded here)")
         model = torchvision.models.get_model(name, weights=None)
-        model.load_state_dict(torch.load(suite.classifier_weights, map_location="cpu", weights_only=True))
+        if suite.classifier_weights.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            state = load_file(suite.classifier_weights)
+        elif not suite.allow_pickle:
+            from ..pipelines.loading import PICKLE_HINT
+
+            raise ModelLoadError(f"classifier weights '{suite.classifier_weights}' are a pickle; {PICKLE_HINT}")
+        else:
+            state = torch.load(suite.classifier_weights, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
         weights_enum = torchvision.models.get_model_weights(name)
         return model.eval(), list(weights_enum)[0].transforms()
 

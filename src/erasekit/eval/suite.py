@@ -80,6 +80,8 @@ class EvalSuite(Sampling):
     grid_seeds: int | None = field(default=None, metadata={"help": "images per grid row; null: 4 (10 for classes)"})
     dtype: str | None = field(default=None, metadata={
         "help": "weights dtype for generation: fp32, fp16 or bf16; null loads each model as stored"})
+    allow_pickle: bool = field(default=False, metadata={
+        "help": "also load pickle-based weights (.ckpt, .bin, .pt): they can run code; only for trusted files"})
 
     def __post_init__(self):
         super().__post_init__()

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import ConfigError
+
 MANIFEST = "manifest.jsonl"
 
 
@@ -65,9 +67,13 @@ def read_manifest(folder: str | os.PathLike) -> list[dict]:
             except json.JSONDecodeError:
                 if line_no == len(lines):
                     continue  # a line cut short by an interruption
-                raise ValueError(f"{path}: line {line_no} is not JSON; delete the line or the folder") from None
-            if (folder / record["path"]).is_file():
-                records[record["path"]] = record
+                raise ConfigError(f"{path}: line {line_no} is not JSON; delete the line or the folder") from None
+            where = record.get("path") if isinstance(record, dict) else None
+            if not isinstance(where, str) or Path(where).is_absolute() or ".." in Path(where).parts:
+                raise ConfigError(f"{path}: line {line_no} names {where!r}, not a path inside {folder}; delete the "
+                                  f"line or the folder")
+            if (folder / where).is_file():
+                records[where] = record
     return sorted(records.values(), key=lambda r: r["path"])
 
 

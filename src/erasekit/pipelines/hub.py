@@ -9,7 +9,14 @@ from pathlib import Path
 from ..errors import ConfigError, ErasekitError
 
 REQUIRED_FILES = ("README.md", "erasure.json", "model_index.json")
-IGNORE_PATTERNS = [".*", "*/.*", "checkpoints/*", "*.tmp", "logs.jsonl"]
+# Only these are uploaded: the pipeline's components (configs, safetensors weights, tokenizer files), the
+# record, the card, the delta and the report's summary files. Never checkpoints, caches, logs, generated
+# evaluation images or anything else a user may have put in the folder.
+ALLOW_PATTERNS = ["README.md", "erasure.json", "model_index.json", "erasure_delta.safetensors",
+                  "*/config.json", "*/*.safetensors", "*/scheduler_config.json", "*/preprocessor_config.json",
+                  "*/tokenizer_config.json", "*/special_tokens_map.json", "*/tokenizer.json", "*/vocab.json",
+                  "*/merges.txt", "*/spiece.model", "*/added_tokens.json",
+                  "report/report.md", "report/report.json", "report/grid.png", "report/metrics.png"]
 MASK_FILE = "mask.safetensors"  # the delta already holds the bit-packed mask
 
 
@@ -22,9 +29,10 @@ def staged_files(out_dir: str | os.PathLike, include_mask: bool = False) -> list
     missing = [name for name in REQUIRED_FILES if not (out / name).is_file()]
     if missing:
         raise ConfigError(f"'{out}' is not a complete erased model (missing {', '.join(missing)})")
-    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    ignore = IGNORE_PATTERNS if include_mask else [*IGNORE_PATTERNS, MASK_FILE]
-    return [f for f in files if not any(fnmatch.fnmatch(f, pattern) for pattern in ignore)]
+    allow = [*ALLOW_PATTERNS, MASK_FILE] if include_mask else ALLOW_PATTERNS
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and not p.is_symlink())
+    return [f for f in files if f.count("/") <= 1 and any(fnmatch.fnmatch(f, pattern) for pattern in allow)
+            and not any(part.startswith(".") for part in f.split("/"))]
 
 
 def push_to_hub(out_dir: str | os.PathLike, repo_id: str, private: bool = False, token: str | None = None,
@@ -42,6 +50,7 @@ def push_to_hub(out_dir: str | os.PathLike, repo_id: str, private: bool = False,
         info = api.upload_folder(folder_path=str(out_dir), repo_id=repo_id, allow_patterns=files,
                                  commit_message="Upload erased model (erasekit)")
     except Exception as exc:  # connection, auth and permission errors from the Hub
+        detail = (str(exc).splitlines() or [""])[0][:200].replace(token, "<token>")  # never echo the token
         raise ErasekitError(f"could not push to the Hugging Face Hub repo '{repo_id}' ({type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0][:200]}); check the network, the token and the repo id") from None
+                            f"{detail}); check the network, the token and the repo id") from None
     return str(getattr(info, "commit_url", info))

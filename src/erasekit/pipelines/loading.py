@@ -104,11 +104,16 @@ def _load_single_file(path: str, torch_dtype=None, **kwargs: Any) -> DiffusionPi
     return pipe
 
 
+PICKLE_HINT = ("a pickle can run any code when it is loaded; convert it to safetensors, or pass --allow-pickle "
+               "(allow_pickle=True) if you trust its source")
+
+
 def load_pipeline(
     path_or_id: str | os.PathLike,
     torch_dtype: torch.dtype | None = None,
     revision: str | None = None,
     variant: str | None = None,
+    allow_pickle: bool = False,
     **kwargs: Any,
 ) -> DiffusionPipeline:
     """Load the right pipeline for a bundled name, a local directory, a Hub id or a single checkpoint file.
@@ -120,6 +125,8 @@ def load_pipeline(
         revision: Hub revision.
         variant: weights variant, e.g. "fp16". Its weights load in that dtype unless `torch_dtype` says
             otherwise (diffusers would upcast some parts and not others, and the pipeline would not run).
+        allow_pickle: also load pickle-based weights (`.ckpt`, `.bin`). Off by default: only safetensors
+            load, and remote code never runs (`trust_remote_code` is never passed).
     """
     from .inference import DTYPES
 
@@ -127,10 +134,18 @@ def load_pipeline(
         torch_dtype = DTYPES[variant]
     path = resolve_model_path(path_or_id)
     if os.path.isfile(path) and path.endswith(SINGLE_FILE_SUFFIXES):
+        if not path.endswith(".safetensors") and not allow_pickle:
+            raise ModelLoadError(f"'{path_or_id}' is a pickle-based checkpoint; {PICKLE_HINT}")
         return _load_single_file(path, torch_dtype=torch_dtype, **kwargs)
     class_name = _pipeline_class_name(path, revision)
     pipeline_cls = _PIPELINE_CLASSES.get(class_name, DiffusionPipeline)
     options = {k: v for k, v in dict(torch_dtype=torch_dtype, revision=revision, variant=variant).items() if v}
+    if not allow_pickle:
+        options["use_safetensors"] = True
+        pickled = _pickled_weights(path)
+        if pickled:
+            raise ModelLoadError(f"'{path_or_id}' has pickle-based weights ({pickled}) and no safetensors file "
+                                 f"beside them; {PICKLE_HINT}")
     from transformers.utils import logging as transformers_logging
 
     # Keep stderr for errors: loading a pipeline is quick, and its bars would bury a one-line message.
@@ -145,6 +160,17 @@ def load_pipeline(
         transformers_logging.enable_progress_bar()
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def _pickled_weights(path: str) -> str | None:
+    """The first pickle-based weights file of a local pipeline directory whose folder has no safetensors."""
+    if not os.path.isdir(path):
+        return None
+    for weights in sorted(Path(path).rglob("*")):
+        if weights.suffix in (".bin", ".ckpt", ".pt", ".pth", ".pkl") and weights.is_file():
+            if not any(weights.parent.glob("*.safetensors")):
+                return str(weights.relative_to(path))
+    return None
 
 
 def load_any_pipeline(model, **options) -> DiffusionPipeline:
