@@ -13,20 +13,23 @@ from erasekit.pipelines.delta import apply_delta_to_pipeline
 CONFIG = Path(__file__).parents[2] / "configs" / "digits.yaml"
 
 
-def test_erasing_digit_3_forgets_it_and_keeps_the_rest(tmp_path):
-    """Seed 0, the digits recipe, 50 samples per class at eval_seed 1234; thresholds from issue 2."""
-    out = tmp_path / "no-three"
-    result = erasekit.erase(CONFIG, forget=[3], output_dir=str(out), seed=0)
+def test_erasing_digit_8_forgets_it_and_keeps_the_rest(tmp_path):
+    """The shipped recipe as it is (seed 0, 50 samples per class at eval_seed 1234) on digit 8, the class
+    the first recipe left recognisable (UA 0.06). Targets of issue 8: UA >= 0.95, RA drop <= 3 points;
+    retain FD is held to the base's within 15% (benchmarks/quality holds it to retraining's)."""
+    out = tmp_path / "no-eight"
+    result = erasekit.erase(CONFIG, forget=[8], output_dir=str(out), seed=0)
     before, after = result.metrics["before"], result.metrics["after"]
-    assert before["UA"] <= 0.1  # the base model does draw threes
-    assert after["UA"] >= 0.9
-    assert after["RA"] >= before["RA"] - 0.05
+    assert before["UA"] <= 0.1  # the base model does draw eights
+    assert after["UA"] >= 0.95
+    assert after["RA"] >= before["RA"] - 0.03
+    assert after["FD"] <= 1.15 * before["FD"]
 
     # The output directory is complete and records how it was made.
     pipe = erasekit.load_pipeline(out)
     assert isinstance(pipe, ClassConditionalPipeline)
     record = json.loads((out / "erasure.json").read_text())
-    assert record["concept"]["forget_classes"] == [3] and record["method"] == "salun"
+    assert record["concept"]["forget_classes"] == [8] and record["method"] == "salun"
     assert record["seed"] == 0 and record["config"]["method"]["ratio"] == 0.5
     assert record["metrics"]["after"]["UA"] == after["UA"]
     report = json.loads((out / "report" / "report.json").read_text())
@@ -50,4 +53,4 @@ def test_erasing_digit_3_forgets_it_and_keeps_the_rest(tmp_path):
     rebuilt = erasekit.load_pipeline(tmp_path / "applied").unet.state_dict()
     assert all(torch.equal(rebuilt[n], t) for n, t in pipe.unet.state_dict().items())
     card = (out / "README.md").read_text()
-    assert "- erasekit" in card and "- concept-erasure" in card and "classes [3]" in card
+    assert "- erasekit" in card and "- concept-erasure" in card and "classes [8]" in card

@@ -93,12 +93,19 @@ def test_torchvision_classifier_from_local_weights_maps_to_suite_labels(tmp_path
     from erasekit.eval.measure import Judge
     from erasekit.eval.suite import EvalSuite
 
-    weights = tmp_path / "resnet18.pth"
+    from safetensors.torch import save_file
+
+    weights = tmp_path / "resnet18.safetensors"
     torch.manual_seed(0)
-    torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    save_file(state, weights)
     suite = EvalSuite(metrics=["classifier"], classifier="torchvision:resnet18", classifier_weights=str(weights),
                       class_ids=[0, 217, 482, 491, 497])
     judge = Judge(suite)
+    torch.save(state, tmp_path / "resnet18.pth")  # torchvision's own format loads when pickles are allowed
+    pickled = Judge(EvalSuite(metrics=["classifier"], classifier="torchvision:resnet18", allow_pickle=True,
+                              classifier_weights=str(tmp_path / "resnet18.pth")))
+    assert all(torch.equal(a, b) for a, b in zip(pickled.model.state_dict().values(), judge.model.state_dict().values()))
     images = [Image.new("RGB", (64, 64), c) for c in ("red", "green")]
     preds, logits = judge.predict(images)
     assert logits.shape == (2, 1000)
