@@ -89,11 +89,10 @@ def test_clip_without_local_weights_says_how_to_provide_them(monkeypatch):
 def test_torchvision_classifier_from_local_weights_maps_to_suite_labels(tmp_path):
     import torch
     import torchvision
+    from safetensors.torch import save_file
 
     from erasekit.eval.measure import Judge
     from erasekit.eval.suite import EvalSuite
-
-    from safetensors.torch import save_file
 
     weights = tmp_path / "resnet18.safetensors"
     torch.manual_seed(0)
