@@ -1,11 +1,12 @@
 """Peak extra memory of the global top-k mask selection against concat-and-argsort.
 
-Scores have the parameter shapes of a UNet2DConditionModel built from config (SD layout, narrower
-channels by default; --sd15 for the full SD-1.5 widths). Each method runs in a fresh subprocess;
+Scores have the parameter shapes of a model built from config: `--model default` (the SD layout with
+half the SD-1.5 widths, 220M), `100m` (a 110M UNet2DConditionModel), `digits` (the bundled digits
+UNet, 0.64M) or `sd15` (SD-1.5 widths, 860M; also `--sd15`). Each method runs in a fresh subprocess;
 on CPU the figure is the growth of peak RSS over the RSS after the scores exist, on CUDA it is
 torch.cuda.max_memory_allocated over the scores' own bytes.
 
-    python benchmarks/bench_mask_memory.py [--device cuda] [--sd15]
+    python benchmarks/bench_mask_memory.py [--device cuda] [--model default|100m|digits|sd15]
 """
 
 from __future__ import annotations
@@ -22,13 +23,20 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results"
 
 
-def unet_shapes(sd15: bool) -> dict[str, tuple[int, ...]]:
+def unet_shapes(model: str) -> dict[str, tuple[int, ...]]:
     import torch
     from diffusers import UNet2DConditionModel
 
-    channels = (320, 640, 1280, 1280) if sd15 else (160, 320, 640, 640)
     with torch.device("meta"):
-        unet = UNet2DConditionModel(block_out_channels=channels, cross_attention_dim=768, attention_head_dim=8)
+        if model == "digits":
+            from erasekit.pipelines.digits import build_digits_unet
+
+            unet = build_digits_unet()
+        else:
+            channels = {"sd15": (320, 640, 1280, 1280), "default": (160, 320, 640, 640),
+                        "100m": (112, 224, 448, 448)}[model]
+            unet = UNet2DConditionModel(block_out_channels=channels, cross_attention_dim=768, attention_head_dim=8,
+                                        norm_num_groups=16 if model == "100m" else 32)
     return {n: tuple(p.shape) for n, p in unet.named_parameters()}
 
 
@@ -45,12 +53,12 @@ def reference_select(scores, ratio):
                                                                                         for n in names])))))
 
 
-def worker(method: str, device: str, sd15: bool, ratio: float) -> dict:
+def worker(method: str, device: str, model: str, ratio: float) -> dict:
     import torch
 
     from erasekit.erase.saliency import select_top_ratio
 
-    shapes = unet_shapes(sd15)
+    shapes = unet_shapes(model)
     g = torch.Generator(device).manual_seed(0)
     scores = {n: torch.rand(s, generator=g, device=device) for n, s in shapes.items()}
     n_params = sum(s.numel() for s in scores.values())
@@ -80,24 +88,26 @@ def worker(method: str, device: str, sd15: bool, ratio: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--sd15", action="store_true")
+    parser.add_argument("--sd15", action="store_true", help="the same as --model sd15")
+    parser.add_argument("--model", choices=["default", "100m", "digits", "sd15"], default="default")
     parser.add_argument("--ratio", type=float, default=0.5)
     parser.add_argument("--worker", choices=["lean", "reference"])
     args = parser.parse_args()
+    model = "sd15" if args.sd15 else args.model
     if args.worker:
-        print(json.dumps(worker(args.worker, args.device, args.sd15, args.ratio)))
+        print(json.dumps({"model": model, **worker(args.worker, args.device, model, args.ratio)}))
         return
     rows = []
     for method in ("lean", "reference"):
         cmd = [sys.executable, __file__, "--worker", method, "--device", args.device, "--ratio", str(args.ratio)]
-        out = subprocess.run(cmd + (["--sd15"] if args.sd15 else []), capture_output=True, text=True, check=True)
+        out = subprocess.run(cmd + ["--model", model], capture_output=True, text=True, check=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         r = rows[-1]
         print(f"{method:>9}: {r['params'] / 1e6:.1f}M params, extra peak {r['extra_peak_bytes'] / 2**20:.1f} MiB "
               f"({r['extra_bytes_per_param']:.2f} B/param), {r['seconds']} s, selected {r['selected']}")
     assert rows[0]["selected"] == rows[1]["selected"]
     RESULTS.mkdir(exist_ok=True)
-    name = f"mask_memory-{args.device}{'-sd15' if args.sd15 else ''}.json"
+    name = f"mask_memory-{args.device}{'' if model == 'default' else '-' + model}.json"
     (RESULTS / name).write_text(json.dumps({"machine": platform.node(), "cpu_count": __import__("os").cpu_count(),
                                             "date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=2) + "\n")
     print(f"wrote {RESULTS / name}")

@@ -172,3 +172,19 @@ def test_keys_of_the_other_model_family_are_refused(tmp_path, capsys):
     line = _run_bad(["erase", "--config", str(CONFIG), "--output-dir", str(tmp_path / "o"),
                      "--mask-path", str(tmp_path / "m.safetensors"), "--saliency-passes", "2"], tmp_path, capsys)
     assert "'saliency_passes' computes a mask, but 'mask_path' gives a saved one" in line
+
+
+def test_the_demo_runs_the_shipped_digits_recipe():
+    from dataclasses import asdict
+
+    from erasekit.api import resolve_configs
+    from erasekit.cli import DEMO_SETTINGS
+
+    demo = resolve_configs(None, {"output_dir": "x", **DEMO_SETTINGS})
+    recipe = resolve_configs(Path(__file__).parents[1] / "configs" / "digits.yaml", {"output_dir": "x", "forget": [0]})
+    from erasekit.pipelines.adapters.class_conditional import ClassConditionalAdapter
+
+    for role in ("run", "method"):
+        assert asdict(getattr(demo, role)) == asdict(getattr(recipe, role)), role
+    # null sampling settings take the family's defaults, which the recipe writes out
+    assert demo.eval.for_family(ClassConditionalAdapter) == recipe.eval.for_family(ClassConditionalAdapter)

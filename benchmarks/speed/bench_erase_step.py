@@ -45,7 +45,7 @@ def sd_like_model():
     from diffusers import UNet2DConditionModel
 
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(block_out_channels=(104, 208, 416, 416), cross_attention_dim=768,
+    unet = UNet2DConditionModel(block_out_channels=(112, 224, 448, 448), norm_num_groups=16, cross_attention_dim=768,
                                 attention_head_dim=8, sample_size=32)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 4, 32, 32, generator=g)

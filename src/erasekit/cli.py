@@ -13,6 +13,9 @@ from .config import build_configs, describe_field, field_types, parse_cli_overri
 from .errors import ConfigError, ErasekitError
 
 DEMO_OUTPUT = "outputs/demo"
+# The demo is the shipped digits recipe (configs/digits.yaml) on digit 0: where the recipe differs from
+# the defaults it is written out here, and a test checks that the two agree key by key.
+DEMO_SETTINGS = {"forget": [0], "remap": "farthest", "max_steps": 300, "ema_decay": 0.99, "mixed_precision": "no"}
 
 
 @dataclass
@@ -140,7 +143,7 @@ def cmd_demo(args, rest) -> int:
     from .api import resolve_configs, run_erase
 
     values, raw = _overrides(args, rest)
-    values = {"output_dir": DEMO_OUTPUT, "overwrite": True, "forget": [0], **values}
+    values = {"output_dir": DEMO_OUTPUT, "overwrite": True, **DEMO_SETTINGS, **values}
     started = time.time()
     configs = resolve_configs(None, values, raw)
     run = configs.run
