@@ -164,6 +164,48 @@ def report() -> str:
     return "\n".join(lines)
 
 
+def per_run_table() -> str:
+    rows = done_rows()
+    base = next((r for r in rows if r["method"] == "base"), None)
+    lines = ["| method | class | seed | UA | RA | retain FD | base FD | FD / base FD | erase s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted((r for r in rows if r["method"] != "base"), key=lambda r: (r["method"], r["seed"], r["class"])):
+        b = base["per_class"][str(r["class"])]["FD"] if base else float("nan")
+        lines.append(f"| {r['method']} | {r['class']} | {r['seed']} | {r['UA']:.3f} | {r['RA']:.3f} | {r['FD']:.1f} | "
+                     f"{b:.1f} | {r['FD'] / b:.2f} | {r['erase_seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def write_readme(table: str) -> None:
+    rows = done_rows()
+    dates = sorted({r.get("date", "") for r in rows if r.get("date")})
+    text = f"""# Quality: class forgetting on the digits model
+
+Written by `python benchmarks/quality/bench_digits_classes.py --report` from
+`benchmarks/results/quality-digits.jsonl` (runs of {", ".join(dates) or "n/a"}, 2-core CPU). Rows were
+produced by
+
+```bash
+python benchmarks/quality/bench_digits_classes.py --methods salun --classes 0-9 --seeds 0,1,2
+```
+
+Each row erases one class with the method's recipe, then judges 50 samples per class (DDIM 50 steps,
+guidance 3, seeds `1234 + 50 c + i`) with the bundled CNN. RA drop is against the base on the same
+samples; FD is the retain Fréchet distance to real kept-class digits in the judge's features. ToW needs
+`retrain` rows (retraining without the class, `configs/digits-retrain.yaml`); where there are none it
+says so.
+
+{table}
+
+![UA and FD per class](../results/quality-digits.png)
+
+## Every run
+
+{per_run_table()}
+"""
+    (Path(__file__).parent / "README.md").write_text(text)
+
+
 def _plot(rows, methods) -> None:
     import matplotlib
 
@@ -196,7 +238,9 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="print the Markdown table and write the plot")
     args = parser.parse_args()
     if args.report:
-        print(report())
+        table = report()
+        print(table)
+        write_readme(table)
         return
     run(args.methods.split(","), parse_range(args.classes), parse_range(args.seeds), args.samples_per_class,
         args.eval_seed)

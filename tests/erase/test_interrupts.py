@@ -52,7 +52,8 @@ def straight(tmp_path_factory):
     return _weights_fingerprint(out)
 
 
-@pytest.mark.parametrize("again", [[], ["--resume-from-checkpoint", "latest"]], ids=["same-command", "resume"])
+@pytest.mark.parametrize("again", [[], pytest.param(["--resume-from-checkpoint", "latest"], marks=pytest.mark.slow)],
+                         ids=["same-command", "resume"])
 def test_killed_before_the_first_checkpoint_reruns_to_the_same_weights(straight, tmp_path, again):
     out = tmp_path / "out"
     staging = tmp_path / ".out.erasekit-partial"
@@ -63,6 +64,7 @@ def test_killed_before_the_first_checkpoint_reruns_to_the_same_weights(straight,
     assert not staging.exists() and _weights_fingerprint(out) == straight
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("step", [2, 4])
 def test_killed_after_a_checkpoint_resumes_to_the_same_weights(straight, tmp_path, step):
     out = tmp_path / "out"

@@ -118,7 +118,7 @@ def test_interrupted_eval_resumes_without_regenerating(models, class_models, tmp
         assert _digest(tmp_path / "straight" / "images" / side) == _digest(tmp_path / "resumed" / "images" / side)
 
 
-@pytest.mark.parametrize("family", ["text-to-image", "class-conditional"])
+@pytest.mark.parametrize("family", ["text-to-image", pytest.param("class-conditional", marks=pytest.mark.slow)])
 def test_two_processes_generate_the_same_images_as_one(models, class_models, tmp_path, family):
     model, base = models if family == "text-to-image" else class_models
     suite_file = tmp_path / "suite.yaml"
