@@ -9,6 +9,8 @@ import hashlib
 import json
 from pathlib import Path
 
+import torch
+
 import erasekit
 
 CONFIG = Path(__file__).parents[2] / "configs" / "digits.yaml"
@@ -17,7 +19,15 @@ SMALL = dict(forget=[8], max_steps=4, saliency_passes=1, samples_per_class=4, nu
 
 def _hashes(out: Path) -> dict:
     def digest(path: Path) -> str:
-        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        """The tensors of a safetensors file (names, dtypes, shapes, bytes); metadata such as the run's
+        own output path is not part of the weights."""
+        from safetensors.torch import load_file
+
+        h = hashlib.sha256()
+        for name, tensor in sorted(load_file(path).items()):
+            h.update(f"{name}{tensor.dtype}{tuple(tensor.shape)}".encode())
+            h.update(tensor.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()[:16]
 
     report = json.loads((out / "report" / "report.json").read_text())
     return {"mask": digest(out / "mask.safetensors"), "unet": digest(out / "unet" / "diffusion_pytorch_model.safetensors"),
