@@ -108,4 +108,4 @@ def test_scope_presets_on_tiny_unet(tiny_pipe):
         parameters_in_scope(unet, "xattn")  # class-conditional UNets have no cross-attention
     with pytest.raises(ConfigError, match="valid regex"):
         parameters_in_scope(unet, "([")
-    assert set(SCOPES) == {"all", "xattn", "attn", "no-norm"}
+    assert set(SCOPES) == {"all", "xattn", "no-xattn", "attn", "no-norm"}

@@ -98,3 +98,14 @@ def test_training_free_method_with_a_teacher_runs_through_erase(tmp_path):
     assert torch.equal(erased.class_embedding.weight, base.class_embedding.weight * 0.25)
     assert torch.equal(erased.conv_in.weight, base.conv_in.weight)
     assert json.loads((out / "erasure.json").read_text())["metrics"]["train"] == {"step": 0, "edited": 1}
+
+
+def test_register_method_refuses_a_class_with_neither_loss_nor_edit():
+    from erasekit.erase.methods import METHODS, register_method
+
+    class Nothing:
+        pass
+
+    with pytest.raises(TypeError, match="neither compute_loss"):
+        register_method("nothing-test", ShrinkConfig, Nothing)
+    assert "nothing-test" not in METHODS

@@ -59,6 +59,14 @@ class Method:
 
 
 def register_method(name: str, config_cls: type, method_cls: type) -> None:
+    """Register `method_cls` (built from a `config_cls` instance) under `name`. It need not subclass `Method`;
+    any protocol attribute it leaves out (`mask`, `needs_teacher`, `needs_images`, `edit`) takes `Method`'s
+    default."""
+    if not (callable(getattr(method_cls, "compute_loss", None)) or callable(getattr(method_cls, "edit", None))):
+        raise TypeError(f"method {name!r}: {method_cls.__name__} defines neither compute_loss (trained) nor "
+                        "edit (training-free); define one of them")
+    if not issubclass(method_cls, Method):
+        method_cls = type(method_cls.__name__, (method_cls, Method), {"__module__": method_cls.__module__})
     METHODS[name] = (config_cls, method_cls)
 
 
