@@ -40,6 +40,7 @@ RUN_BY = {
     "digits.yaml": "tests/erase/test_erase_digits.py",
     "digits-t2i.yaml": "tests/erase/test_digits_t2i.py",
     "digits-retrain.yaml": "tests/erase/test_baselines.py",
+    "digits-oneshot.yaml": "tests/erase/test_oneshot.py",
     "eval/digits.yaml": "tests/test_cli.py",
     "eval/digits-t2i.yaml": "tests/erase/test_digits_t2i.py",
     "eval/digits-t2i.csv": "configs/eval/digits-t2i.yaml",  # read by that suite

@@ -164,8 +164,11 @@ def _build_task(cfg: Configs, base, denoiser, accelerator, base_fingerprint: str
         target = getattr(cfg.method, "target_label", None)
         if target is not None and (target in forget or not 0 <= target < adapter.num_classes):
             raise ConfigError(f"'target_label' is {target} but must be a kept class in 0..{adapter.num_classes - 1}")
-        images, labels = load_class_data(cfg.run, base)
-        task = ClassConditionalTask(adapter, adapter.training_scheduler(), images, labels, forget, target,
+        if images:
+            data, labels = load_class_data(cfg.run, base)
+        else:  # a data-free method: no image is loaded or generated
+            data, labels = torch.empty(0, *adapter.sample_shape()), torch.empty(0, dtype=torch.long)
+        task = ClassConditionalTask(adapter, adapter.training_scheduler(), data, labels, forget, target,
                                     getattr(cfg.method, "remap", "random"))
         return task, {"name": f"classes {forget}", "forget_classes": forget}
     from .erase.text import build_text_task

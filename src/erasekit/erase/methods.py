@@ -20,8 +20,9 @@ import torch
 
 from ..config import check
 from ..errors import ConfigError
+from .fisher import FisherSettings, fisher_scores
 from .objectives import cfg_guided_loss, diffusion_loss, remap_loss
-from .saliency import SaliencyMask, compute_saliency_mask, parameters_in_scope
+from .saliency import SaliencyMask, compute_saliency_mask, parameters_in_scope, select_top_ratio
 from .tasks import ConditionTask, Sampler
 
 METHODS: dict[str, tuple[type, type]] = {}
@@ -97,9 +98,12 @@ class RLConfig:
 
 
 @dataclass
-class SalUnConfig(RLConfig):
+class SalUnConfig(RLConfig, FisherSettings):
     """SalUn (Fan et al., ICLR 2024): random-label remapping on the salient weights only."""
 
+    saliency: str = field(default="gradient", metadata={
+        "help": "weight score: gradient (SalUn's |sum of forget gradients|) or fisher (diagonal Fisher, "
+                "F_f / (F_r + delta) with fisher_normalize; Yamashita et al.)"})
     ratio: float = field(default=0.5, metadata={"help": "fraction of in-scope weights in the mask, in (0, 1]"})
     saliency_guidance: float = field(default=2.0, metadata={"help": "CFG weight w in the saliency loss"})
     saliency_batch_size: int = field(default=64, metadata={"help": "forget samples per saliency batch"})
@@ -108,6 +112,8 @@ class SalUnConfig(RLConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        FisherSettings.__post_init__(self)
+        check(self.saliency in ("gradient", "fisher"), "saliency", self.saliency, "gradient or fisher")
         check(0 < self.ratio <= 1, "ratio", self.ratio, "in (0, 1]")
         check(self.saliency_guidance >= 0, "saliency_guidance", self.saliency_guidance, ">= 0")
         check(self.saliency_batch_size >= 1, "saliency_batch_size", self.saliency_batch_size, ">= 1")
@@ -192,6 +198,12 @@ class SalUnMethod(RLMethod):
         so any number of processes sums the same per-batch gradients (then all-reduced)."""
         device = next(unet.parameters()).device
         cfg = self.config
+        if cfg.saliency == "fisher":
+            params = parameters_in_scope(unet, cfg.scope, task.scopes)
+            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+            scores = fisher_scores(unet, task, params, cfg, "data", seed, cfg.saliency_guidance, shard)
+            return SaliencyMask(select_top_ratio(scores, cfg.ratio), cfg.ratio, cfg.scope,
+                                {"saliency": "fisher-ratio" if cfg.fisher_normalize else "fisher"})
         batches = [
             b for _ in range(cfg.saliency_passes) for b in task.forget_batches(cfg.saliency_batch_size, generator)
         ]
@@ -323,4 +335,4 @@ register_method("ga", config_cls=GAConfig, method_cls=GAMethod)
 register_method("rl", config_cls=RLConfig, method_cls=RLMethod)
 register_method("finetune", config_cls=FinetuneConfig, method_cls=FinetuneMethod)
 
-from . import uce  # noqa: E402,F401  (registers the training-free UCE method)
+from . import oneshot, uce  # noqa: E402,F401  (register the training-free one-shot and UCE methods)

@@ -36,11 +36,13 @@ class ConditionTask:
         table: per-id condition tensors (text models); None when the id itself is the condition.
         prompt_ids: text models: the ids of the "forget", "anchor" and "retain" prompts (for edits
             that work on the conditions alone, such as UCE).
+        sample_shape: the shape of one sample in the denoiser's input space (needed when the task holds
+            no images, e.g. for mnemonic codes); by default that of the first image.
     """
 
     def __init__(self, adapter: Adapter, scheduler, forget_x, forget_c, retain_x, retain_c, anchors: Sequence[int],
                  null: int, table: dict[str, torch.Tensor] | None = None,
-                 prompt_ids: dict[str, list[int]] | None = None):
+                 prompt_ids: dict[str, list[int]] | None = None, sample_shape: Sequence[int] | None = None):
         if len(anchors) == 0:
             raise ValueError("no anchor condition to remap the forget concept to")
         self.adapter, self.scheduler = adapter, scheduler
@@ -50,6 +52,12 @@ class ConditionTask:
         self.null = null
         self.table = table
         self.prompt_ids = prompt_ids or {}
+        held = forget_x if len(forget_x) else retain_x
+        self.sample_shape = tuple(sample_shape) if sample_shape is not None else tuple(held.shape[1:])
+
+    def condition_ids(self, side: str) -> list[int]:
+        """The condition ids of the "forget" or "retain" side: the forget prompts or the retain prompts."""
+        return list(self.prompt_ids[side])
 
     @property
     def scopes(self) -> dict[str, str]:
@@ -63,9 +71,10 @@ class ConditionTask:
     def predict(self, denoiser, z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         return self.adapter.predict(denoiser, z_t, t, self.conditions(cond))
 
-    def noisy(self, x0: torch.Tensor, generator: torch.Generator) -> NoisyBatch:
-        """Noise `x0` at random timesteps as the model family was trained, with its target."""
-        return self.adapter.noise_and_target(self.scheduler, x0, generator)
+    def noisy(self, x0: torch.Tensor, generator: torch.Generator, levels: torch.Tensor | None = None) -> NoisyBatch:
+        """Noise `x0` at random timesteps as the model family was trained (or at the noise `levels` in
+        [0, 1) given), with its target."""
+        return self.adapter.noise_and_target(self.scheduler, x0, generator, levels)
 
     @staticmethod
     def _draw(x: torch.Tensor, c: torch.Tensor, n: int, generator: torch.Generator, device) -> Batch:
@@ -147,8 +156,13 @@ class ClassConditionalTask(ConditionTask):
             anchors = [farthest_class(images, labels, self.forget, kept)]
         else:
             anchors = kept
+        self.kept = kept
         super().__init__(adapter, scheduler, images[is_forget], labels[is_forget], images[~is_forget],
-                         labels[~is_forget], anchors, null=num_classes)
+                         labels[~is_forget], anchors, null=num_classes, sample_shape=adapter.sample_shape())
+
+    def condition_ids(self, side: str) -> list[int]:
+        """The forget classes, or the kept classes ("retain")."""
+        return list(self.forget if side == "forget" else self.kept)
 
     @classmethod
     def for_pipeline(cls, pipe, images, labels, forget, target_label=None, remap="random") -> ClassConditionalTask:

@@ -144,4 +144,5 @@ def build_text_task(pipe, concept: TextConceptConfig, seed: int, device, dtype, 
     prompt_ids = {"forget": [index[p] for p in concept.forget_prompts],
                   "anchor": [index[p] for p in concept.anchor_prompts], "retain": [index[p] for p in retain_prompts]}
     return ConditionTask(adapter, adapter.training_scheduler(), latents["forget"], ids["forget"], latents["retain"],
-                         ids["retain"], anchors=prompt_ids["anchor"], null=0, table=conditions, prompt_ids=prompt_ids)
+                         ids["retain"], anchors=prompt_ids["anchor"], null=0, table=conditions, prompt_ids=prompt_ids,
+                         sample_shape=adapter.sample_shape(resolution))

@@ -72,18 +72,29 @@ class Adapter:
     def default_resolution(self) -> int:
         return int(self.denoiser.config.sample_size) * int(self.pipe.vae_scale_factor)
 
+    def sample_shape(self, resolution: int | None = None) -> tuple[int, int, int]:
+        """One training sample's shape (C, H, W) in the denoiser's input space: unpacked VAE latents."""
+        size = (resolution or self.default_resolution()) // int(self.pipe.vae_scale_factor)
+        return int(self.pipe.vae.config.latent_channels), size, size
+
     # -- noise -------------------------------------------------------------------------------------
     def training_scheduler(self):
         from diffusers import DDPMScheduler
 
         return DDPMScheduler.from_config(self.pipe.scheduler.config)
 
-    def noise_and_target(self, scheduler, x0: torch.Tensor, generator: torch.Generator) -> NoisyBatch:
+    def noise_and_target(self, scheduler, x0: torch.Tensor, generator: torch.Generator,
+                         levels: torch.Tensor | None = None) -> NoisyBatch:
         """Draw `t ~ U{0..T-1}` and Gaussian noise from `generator`; the target follows the scheduler's
-        `prediction_type`: epsilon, v_prediction or sample."""
+        `prediction_type`: epsilon, v_prediction or sample. `levels` (one value in [0, 1) per sample) fixes
+        the timesteps instead, `t = floor(level * T)` (stratified estimates)."""
         n = x0.shape[0]
         noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(x0.device, x0.dtype)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=generator).to(x0.device)
+        steps = scheduler.config.num_train_timesteps
+        if levels is None:
+            t = torch.randint(0, steps, (n,), generator=generator).to(x0.device)
+        else:
+            t = (levels * steps).long().clamp(0, steps - 1).to(x0.device)
         z_t = scheduler.add_noise(x0, noise, t)
         kind = scheduler.config.prediction_type
         if kind == "epsilon":

@@ -42,6 +42,11 @@ class ClassConditionalAdapter(Adapter):
     def default_resolution(self) -> int:
         return int(self.denoiser.config.sample_size)
 
+    def sample_shape(self, resolution: int | None = None) -> tuple[int, int, int]:
+        """Pixel space: the UNet's own channels and size."""
+        size = resolution or self.default_resolution()
+        return int(self.denoiser.config.in_channels), size, size
+
     def predict(self, denoiser, z_t, t, cond):
         return denoiser(z_t, t, class_labels=cond["class_labels"]).sample
 

@@ -29,10 +29,14 @@ class FlowMatchingAdapter(Adapter):
 
         return FlowMatchEulerDiscreteScheduler.from_config(self.pipe.scheduler.config)
 
-    def noise_and_target(self, scheduler, x0: torch.Tensor, generator: torch.Generator) -> NoisyBatch:
+    def noise_and_target(self, scheduler, x0: torch.Tensor, generator: torch.Generator,
+                         levels: torch.Tensor | None = None) -> NoisyBatch:
         n = x0.shape[0]
         noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(x0.device, x0.dtype)
-        index = torch.randint(0, len(scheduler.sigmas), (n,), generator=generator)
+        if levels is None:
+            index = torch.randint(0, len(scheduler.sigmas), (n,), generator=generator)
+        else:
+            index = (levels * len(scheduler.sigmas)).long().clamp(0, len(scheduler.sigmas) - 1)
         sigma = scheduler.sigmas[index].to(x0.device, torch.float32).view(n, *([1] * (x0.dim() - 1)))
         z_t = ((1 - sigma) * x0.float() + sigma * noise.float()).to(x0.dtype)
         t = (sigma.flatten() * scheduler.config.num_train_timesteps).to(x0.device)
