@@ -174,9 +174,9 @@ def test_side_inputs_codes_carry_the_sides_conditions(tiny_task):
     assert x.shape == (5, 1, 8, 8) and set(c.tolist()) == {1}
     x, c = side_inputs(tiny_task, "retain", "codes", 5, seed=0)
     assert x.shape == (6, 1, 8, 8) and sorted(set(c.tolist())) == [0, 2, 3]  # ceil(5 / 3) codes per kept class
-    held, _ = side_inputs(tiny_task, "forget", "data", 3, seed=0, skip=4)
-    first, _ = side_inputs(tiny_task, "forget", "data", 4, seed=0)
-    assert not any(torch.equal(h, f) for h in held for f in first)  # held-out images differ from the first ones
+    x, c = side_inputs(tiny_task, "forget", "data", 4, seed=0)
+    assert x.shape == (4, 1, 8, 8) and set(c.tolist()) == {1}
+    assert torch.equal(x, side_inputs(tiny_task, "forget", "data", 4, seed=0)[0])  # a seeded order
 
 
 @pytest.mark.parametrize("field,value", [("fisher_samples", 0), ("fisher_samples", 2.5), ("fisher_delta", 0.0)])

@@ -57,7 +57,7 @@ def test_codes_need_no_images(tiny_pipe, tiny_task):
     assert method.needs_images is False and OneShotMethod(OneShotConfig()).needs_images is True
     with_images = prepared(tiny_pipe, tiny_task, inputs="codes", ratio=0.02)
     assert all(torch.equal(method.mask.masks[n], with_images.mask.masks[n]) for n in method.mask.masks)
-    with pytest.raises(ValueError, match="no forget images"):
+    with pytest.raises(ConfigError, match="'inputs' is 'data' but the task has no forget images"):
         prepared(tiny_pipe, empty, inputs="data")
 
 
@@ -176,3 +176,12 @@ def test_shipped_oneshot_recipe_erases_a_digit_from_the_cli(tmp_path, capsys):
         base = erasekit.load_pipeline("bundled:digits-cfg").unet.state_dict()
         changed = sum(int((erased[n] != base[n]).sum()) for n in base)
         assert 0 < changed <= record["mask"]["selected"]
+
+
+def test_several_factors_refuse_a_flow_matching_model_before_any_work(tiny_task):
+    class FlowMatchingScheduler:  # no alphas_cumprod, as diffusers' FlowMatchEulerDiscreteScheduler
+        pass
+
+    tiny_task.scheduler = FlowMatchingScheduler()
+    with pytest.raises(ConfigError, match="'factors' lists several factors"):
+        OneShotMethod(OneShotConfig(factors=[0.0, -1.0])).prepare(None, tiny_task, torch.Generator())

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..config import check
-from .saliency import only_grad_for
+from ..errors import ConfigError
+from .saliency import for_each_gradient
 
 CODE_SEED_STRIDE = 1_000_003  # a prime: (seed, condition id) pairs never share a generator seed below it
 
@@ -52,17 +53,8 @@ def fisher_diagonal(
     all-reduce) sums them and the count over processes. The result is float32 on the host.
     """
     sums = {name: torch.zeros_like(p, dtype=torch.float32) for name, p in params.items()}
-    count = 0
-    for p in params.values():
-        p.grad = None
-    with only_grad_for(module, params):
-        for item in samples:
-            loss_fn(item).backward()
-            count += 1
-            for name, p in params.items():
-                if p.grad is not None:
-                    sums[name].addcmul_(p.grad.float(), p.grad.float())
-                    p.grad = None
+    count = for_each_gradient(module, params, samples, loss_fn,
+                              lambda name, grad: sums[name].addcmul_(grad.float(), grad.float()))
     device = next(iter(sums.values())).device if sums else torch.device("cpu")
     total = torch.tensor(float(count), device=device)
     if reduce is not None:
@@ -146,22 +138,20 @@ def concept_fisher(denoiser: torch.nn.Module, task, params: Mapping[str, torch.n
     return fisher_diagonal(denoiser, params, mine, loss_fn, shard.reduce if shard is not None else None)
 
 
-def side_inputs(task, side: str, inputs: str, n: int, seed: int, skip: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def side_inputs(task, side: str, inputs: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """`n` inputs of one side ("forget" or "retain") of a `ConditionTask`, and their condition ids.
 
     codes: `ceil(n / k)` mnemonic codes for each of the side's k conditions, seeded by `seed`. data: `n`
-    images in a seeded order, after the first `skip` of that order (so held-out images differ from the
-    Fisher's while enough exist).
+    images (or all there are) in a seeded order.
     """
     if inputs == "codes":
         ids = task.condition_ids(side)
         return mnemonic_codes(task.sample_shape, ids, math.ceil(n / len(ids)), seed)
     x, c = (task.forget_x, task.forget_c) if side == "forget" else (task.retain_x, task.retain_c)
     if len(x) == 0:
-        raise ValueError(f"the task has no {side} images; use inputs: codes for data-free erasure")
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
-    start = skip if skip + n <= len(x) else 0
-    idx = order[start:start + n]
+        raise ConfigError(f"'inputs' is 'data' but the task has no {side} images; set 'inputs: codes' for "
+                          "data-free erasure, or give the concept images")
+    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
     return x[idx], c[idx]
 
 

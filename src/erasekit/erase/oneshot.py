@@ -30,7 +30,7 @@ import torch
 from ..config import check
 from ..errors import ConfigError
 from .fisher import FisherSettings, fisher_scores, stratified_levels
-from .methods import Method, Shard, register_method
+from .methods import SINGLE, Method, Shard, register_method
 from .saliency import SaliencyMask, parameters_in_scope, select_top_ratio
 from .tasks import ConditionTask
 
@@ -79,9 +79,6 @@ def ddim_sample(denoiser, task: ConditionTask, cond: torch.Tensor, steps: int, g
     classifier-free guidance `null + guidance * (cond - null)`, from noise seeded `seed`."""
     from diffusers import DDIMScheduler
 
-    if not hasattr(task.scheduler, "alphas_cumprod"):
-        raise ConfigError("method 'oneshot' samples with DDIM and needs a DDPM-style model (class-conditional or "
-                          "Stable Diffusion 1.x/2.x/XL); use method 'salun' for flow-matching models")
     scheduler = DDIMScheduler.from_config(task.scheduler.config)
     scheduler.set_timesteps(steps)
     parameter = next(denoiser.parameters())
@@ -125,10 +122,14 @@ class OneShotMethod(Method):
     def trainable_parameters(self, denoiser, task) -> dict[str, torch.nn.Parameter]:
         return {}
 
-    def prepare(self, denoiser, task: ConditionTask, generator: torch.Generator, shard: Shard = Shard(),
+    def prepare(self, denoiser, task: ConditionTask, generator: torch.Generator, shard: Shard = SINGLE,
                 teacher=None) -> None:
         cfg = self.config
         self.seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        if len(cfg.factors) > 1 and not hasattr(task.scheduler, "alphas_cumprod"):  # before any work
+            raise ConfigError("'factors' lists several factors, whose check samples with DDIM and needs a DDPM-style "
+                              "model (class-conditional or Stable Diffusion 1.x/2.x/XL); give one factor, or use "
+                              "method 'salun' for flow-matching models")
         if cfg.mask_path:
             from .masks import load_mask
 

@@ -50,6 +50,25 @@ def only_grad_for(module: torch.nn.Module, params: Mapping[str, torch.nn.Paramet
             p.requires_grad_(before[n])
 
 
+def for_each_gradient(module: torch.nn.Module, params: Mapping[str, torch.nn.Parameter], items: Iterable,
+                      loss_fn: Callable[[object], torch.Tensor],
+                      add: Callable[[str, torch.Tensor], object]) -> int:
+    """Backpropagate `loss_fn(item)` for each item, with gradients flowing only into `params`, and hand each
+    parameter's gradient to `add(name, grad)` before it is cleared. Returns the number of items."""
+    for p in params.values():
+        p.grad = None
+    count = 0
+    with only_grad_for(module, params):
+        for item in items:
+            loss_fn(item).backward()
+            count += 1
+            for name, p in params.items():
+                if p.grad is not None:
+                    add(name, p.grad)
+                    p.grad = None
+    return count
+
+
 def saliency_scores(
     module: torch.nn.Module,
     params: Mapping[str, torch.nn.Parameter],
@@ -67,15 +86,7 @@ def saliency_scores(
     """
     host = torch.device("cpu")
     sums = {name: torch.zeros(p.shape, dtype=torch.float64, device=host) for name, p in params.items()}
-    for p in params.values():
-        p.grad = None
-    with only_grad_for(module, params):
-        for batch in batches:
-            loss_fn(batch).backward()
-            for name, p in params.items():
-                if p.grad is not None:
-                    sums[name] += p.grad.to(host)
-                    p.grad = None
+    for_each_gradient(module, params, batches, loss_fn, lambda name, grad: sums[name].add_(grad.to(host)))
     scores = {}
     for name, p in params.items():
         total = sums.pop(name)
