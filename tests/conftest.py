@@ -1,3 +1,11 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
@@ -43,3 +51,65 @@ def fresh_accelerator_state():
     AcceleratorState._reset_state(reset_partial_state=True)
     yield
     AcceleratorState._reset_state(reset_partial_state=True)
+
+
+SAFE_SUFFIXES = {".safetensors", ".json", ".jsonl", ".md", ".png", ".txt", ".npy"}
+
+
+@pytest.fixture
+def assert_no_pickles():
+    """Checks that every file under a folder is safetensors, JSON, Markdown, PNG, text or a plain `.npy`
+    array (loadable with allow_pickle=False), and that none starts like a pickle (protocol 2+) or a
+    torch.save zip."""
+    def check(folder):
+        files = [p for p in folder.rglob("*") if p.is_file()]
+        assert files, f"nothing under {folder}"
+        for path in files:
+            assert path.suffix in SAFE_SUFFIXES, path
+            head = path.read_bytes()[:2]
+            assert head[:1] != b"\x80" and head != b"PK", path
+            if path.suffix == ".npy":
+                np.load(path, allow_pickle=False)  # raises on an object (pickled) array
+    return check
+
+
+class ErasekitProcess:
+    """`erasekit` in a child process with one thread: run to the end, run under tests/kill_worker.py to
+    die by SIGKILL at a named point, or SIGKILL from outside after a delay."""
+
+    worker = Path(__file__).parent / "kill_worker.py"
+
+    @staticmethod
+    def env() -> dict:
+        return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def run(self, args: list[str]) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "erasekit.cli", *args], env=self.env(), capture_output=True,
+                              text=True, timeout=600)
+
+    def timed(self, args: list[str]) -> float:
+        """Run to the end, which must succeed; the wall time in seconds."""
+        started = time.time()
+        done = self.run(args)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return time.time() - started
+
+    def kill_at(self, target: str, n: int, when: str, match: str, args: list[str]) -> None:
+        done = subprocess.run([sys.executable, str(self.worker), target, str(n), when, match, "--", *args],
+                              env=self.env(), capture_output=True, text=True, timeout=600)
+        assert done.returncode == -signal.SIGKILL, f"exit {done.returncode}: {done.stderr[-2000:]}"
+
+    def kill_after(self, seconds: float, args: list[str]) -> None:
+        """SIGKILL after `seconds` unless the command ended first."""
+        proc = subprocess.Popen([sys.executable, "-m", "erasekit.cli", *args], env=self.env(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            proc.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def erasekit_process():
+    return ErasekitProcess()

@@ -121,12 +121,18 @@ def test_bad_apply_push_and_suite_input(tmp_path, capsys):
     assert "the model is text-to-image (StableDiffusionPipeline) but the baseline is class-conditional" in line
 
 
-@pytest.mark.parametrize("command", ["erase", "demo", "eval", "grid", "train-base"])
+@pytest.mark.parametrize("command", ["erase", "demo", "eval", "grid", "train-base", "memorization"])
 def test_help_lists_every_config_key_with_type_default_and_help(command, capsys):
-    from erasekit.cli import _erase_groups, _eval_groups, _grid_groups, _train_base_groups
+    from erasekit.cli import (
+        _erase_groups,
+        _eval_groups,
+        _grid_groups,
+        _memorization_groups,
+        _train_base_groups,
+    )
 
     groups = {"erase": _erase_groups, "demo": _erase_groups, "eval": _eval_groups, "grid": _grid_groups,
-              "train-base": _train_base_groups}[command]()
+              "train-base": _train_base_groups, "memorization": _memorization_groups}[command]()
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
     assert exit_info.value.code == 0

@@ -29,6 +29,7 @@ from .eval.suite import Sampling
 from .io import (
     check_output_free,
     commit_dir,
+    discard_dir,
     fingerprint_state_dict,
     portable,
     staging_dir,
@@ -274,7 +275,7 @@ def run_erase(cfg: Configs) -> EraseResult:
     }
     write_json(staging / "erasure.json", record)
     _write_card(staging, record, run.pretrained_model_name_or_path, base)
-    shutil.rmtree(staging / CHECKPOINT_DIR, ignore_errors=True)
+    discard_dir(staging / CHECKPOINT_DIR)  # a kill in between finds no half-deleted checkpoint to resume
     commit_dir(staging, run.output_dir, run.overwrite)
     out = Path(run.output_dir)
     final_report = out / report_path.relative_to(staging) if report_path else None

@@ -98,6 +98,12 @@ def _grid_groups() -> list[tuple[str, list[tuple]]]:
     return [("grid", field_types(GridCommand)), ("sampling", field_types(Sampling))]
 
 
+def _memorization_groups() -> list[tuple[str, list[tuple]]]:
+    from .erase.memorization import MemorizationConfig
+
+    return [("memorization", field_types(MemorizationConfig))]
+
+
 def _train_base_groups() -> list[tuple[str, list[tuple]]]:
     from .recipes.digits_t2i import DigitsT2IConfig
     from .recipes.train_base import DigitsBaseConfig
@@ -175,6 +181,18 @@ def cmd_eval(args, rest) -> int:
         print(report.summary())
         if report.report_dir:
             print(f"report written to {report.report_dir}/report.md")
+    return 0
+
+
+def cmd_memorization(args, rest) -> int:
+    from .erase.memorization import MemorizationConfig, run_memorization
+
+    values, raw = _overrides(args, rest)
+    cfg = build_configs({"cmd": MemorizationConfig}, values, "command line", raw)["cmd"]
+    record = run_memorization(cfg)
+    counts = ", ".join(f"{name} {part['count']}" for name, part in record["parts"].items())
+    print(f"{len(record['samples'])} samples of classes {record['forget']} scored by {record['proxy']} "
+          f"({counts}) -> {cfg.output}")
     return 0
 
 
@@ -291,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--private", action="store_true", help="create the repo as private")
     p.add_argument("--include-mask", action="store_true",
                    help="also upload mask.safetensors (the delta already holds the bit-packed mask)")
+    command("memorization", "per-sample memorization proxy scores of a class's samples, split low/medium/high "
+            "(RUM): --model DIR --forget C --output scores.json", cmd_memorization, _memorization_groups)
     p = command("train-base", "train the bundled base models: train-base digits | digits-t2i", cmd_train_base,
                 _train_base_groups)
     p.add_argument("name", help="recipe name: digits (class-conditional UNet and judge) or digits-t2i")

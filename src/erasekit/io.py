@@ -38,16 +38,26 @@ def commit_dir(staging: str | os.PathLike, final: str | os.PathLike, overwrite: 
     """Rename a finished staging directory to `final`, replacing an old one only if `overwrite`."""
     staging, final = Path(staging), Path(final)
     check_output_free(final, overwrite)
-    trash = None
+    trash = final.parent / f".{final.name}.erasekit-old"  # also one left by a run killed between the renames
     if final.exists():
-        trash = final.parent / f".{final.name}.erasekit-old"
         if trash.exists():
             shutil.rmtree(trash)
         os.replace(final, trash)
     os.replace(staging, final)
-    if trash is not None:
-        shutil.rmtree(trash, ignore_errors=True)
+    shutil.rmtree(trash, ignore_errors=True)
     return final
+
+
+def discard_dir(path: str | os.PathLike) -> None:
+    """Remove a directory so that an interruption never leaves it half deleted under its own name: it is
+    renamed to a hidden sibling first (a leftover from an earlier interruption is removed too)."""
+    path = Path(path)
+    trash = path.parent / f".{path.name}.erasekit-trash"
+    if path.exists():
+        if trash.exists():
+            shutil.rmtree(trash)
+        os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 @contextlib.contextmanager

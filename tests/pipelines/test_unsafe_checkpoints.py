@@ -4,6 +4,7 @@ is refused before it is opened, and the file never appears. No process-wide envi
 import os
 import pickle
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +75,10 @@ def test_a_clip_tag_does_not_change_the_process_environment(tiny_clip_name):
     with pytest.raises(ModelLoadError):
         ClipScorer(tiny_clip_name, pretrained="laion2b_s34b_b79k")
     assert dict(os.environ) == before
+
+
+@pytest.mark.parametrize("name", ["digits-cfg", "digits-classifier", "digits-t2i"])
+def test_bundled_models_are_safetensors_and_json_only(name, assert_no_pickles):
+    from erasekit.pipelines.loading import BUNDLED_DIR
+
+    assert_no_pickles(Path(BUNDLED_DIR) / name)

@@ -74,10 +74,20 @@ def folder_images(folder: str | os.PathLike, default_prompt: str | None) -> list
     meta = folder / "metadata.jsonl"
     if meta.is_file():
         pairs = []
-        for line in meta.read_text().splitlines():
-            if line.strip():
+        for line_no, line in enumerate(meta.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
                 row = json.loads(line)
-                pairs.append((folder / row["file_name"], row["text"]))
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{meta}: line {line_no} is not JSON ({exc.msg}); each line must be "
+                                  f'{{"file_name": "...", "text": "..."}}') from None
+            name, text = (row.get("file_name"), row.get("text")) if isinstance(row, dict) else (None, None)
+            if not isinstance(name, str) or not isinstance(text, str):
+                raise ConfigError(f"{meta}: line {line_no} needs string 'file_name' and 'text' fields, got {row!r}")
+            if Path(name).is_absolute() or ".." in Path(name).parts:
+                raise ConfigError(f"{meta}: line {line_no} names {name!r}, not a file inside {folder}")
+            pairs.append((folder / name, text))
     else:
         if default_prompt is None:
             raise ConfigError(f"'{folder}' has no metadata.jsonl; add captions or give exactly one prompt for it")
@@ -104,7 +114,12 @@ def generated_images(pipe, prompts, folder: Path, concept: TextConceptConfig, se
 def _load_images(paths, resolution: int) -> torch.Tensor:
     arrays = []
     for path in paths:
-        image = Image.open(path).convert("RGB").resize((resolution, resolution), Image.BICUBIC)
+        try:
+            with Image.open(path) as opened:
+                image = opened.convert("RGB").resize((resolution, resolution), Image.BICUBIC)
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise ConfigError(f"image '{path}' cannot be read ({exc}); remove it from the folder or replace it") \
+                from None
         arrays.append(np.asarray(image, dtype=np.float32) / 127.5 - 1)
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
 
@@ -137,6 +152,7 @@ def build_text_task(pipe, concept: TextConceptConfig, seed: int, device, dtype, 
     table = [""] + sorted({*concept.forget_prompts, *concept.anchor_prompts, *retain_prompts,
                            *(p for pairs in sides.values() for _, p in pairs)})
     index = {p: i for i, p in enumerate(table)}
+    adapter.truncated_prompts(table)
     conditions = adapter.encode_prompts(table, device, dtype, resolution)
     latents = {s: adapter.encode_images(_load_images([p for p, _ in pairs], resolution), device, dtype)
                if pairs else torch.empty(0) for s, pairs in sides.items()}

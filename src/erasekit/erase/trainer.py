@@ -23,6 +23,8 @@ from tqdm.auto import tqdm
 
 from ..config import check
 from ..errors import ConfigError, NonFiniteError
+from ..io import discard_dir, write_text
+from .optim import MaskedAdamW
 from .tasks import Sampler
 
 logger = logging.getLogger(__name__)
@@ -162,20 +164,9 @@ class EraseTrainer:
             out[name] = (p, None if m is None or m.all() else m.to(p.device))
         for p in self.denoiser.parameters():
             p.requires_grad_(False)
-        for p, m in out.values():
+        for p, _ in out.values():
             p.requires_grad_(True)
-            if m is not None:
-                # Zero gradients outside the mask before they are accumulated or all-reduced.
-                p.register_hook(lambda g, m=m: torch.where(m, g, torch.zeros((), dtype=g.dtype, device=g.device)))
         return out
-
-    def _apply_weight_decay(self, masked, lr: float) -> None:
-        """Decoupled weight decay inside the mask only, so frozen weights stay bit-identical."""
-        if not self.config.weight_decay:
-            return
-        with torch.no_grad():
-            for p, m in masked.values():
-                p.addcmul_(p, m if m is not None else torch.ones((), device=p.device), value=-lr * self.config.weight_decay)
 
     def _save_checkpoint(self) -> None:
         """Save into a temporary folder that every rank writes to, then rename it on the main process."""
@@ -195,8 +186,24 @@ class EraseTrainer:
             limit = self.config.checkpoints_total_limit
             existing = sorted(root.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
             for old in existing[: max(0, len(existing) - limit)] if limit else []:
-                shutil.rmtree(old)
+                discard_dir(old)
         acc.wait_for_everyone()
+
+    def _truncate_log(self) -> None:
+        """After a resume, the log holds the steps up to the checkpoint only: the steps an interrupted run
+        logged after it are run again, and a line cut short by the interruption is dropped."""
+        path = self.work_dir / LOG_FILE
+        if not path.is_file():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and record.get("step", 0) <= self.state.step:
+                kept.append(line + "\n")
+        write_text(path, "".join(kept))
 
     def _log(self, record: dict[str, Any]) -> None:
         if self.accelerator.is_main_process:
@@ -211,7 +218,8 @@ class EraseTrainer:
         set_seed(cfg.seed)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         masked = self._masked_parameters()
-        optimizer = torch.optim.AdamW([p for p, _ in masked.values()], lr=cfg.learning_rate, weight_decay=0.0)
+        optimizer = MaskedAdamW([p for p, _ in masked.values()], [m for _, m in masked.values()],
+                                lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.lr_warmup_steps,
                                      num_training_steps=cfg.max_steps)
         denoiser, optimizer, lr_scheduler = acc.prepare(self.denoiser, optimizer, lr_scheduler)
@@ -225,6 +233,8 @@ class EraseTrainer:
             acc.init_trackers("erasekit", config=dict(vars(cfg)))
         if cfg.resume_from_checkpoint:
             acc.load_state(str(find_checkpoint(self.work_dir, cfg.resume_from_checkpoint)))
+            if acc.is_main_process:
+                self._truncate_log()
 
         last: dict[str, Any] = {}
         bar = tqdm(total=cfg.max_steps, initial=self.state.step, disable=not acc.is_local_main_process,
@@ -270,6 +280,10 @@ class EraseTrainer:
             for k, v in logs.items():
                 totals[k] = totals.get(k, 0.0) + v / accum
         params = [p for p, _ in masked.values()]
+        with torch.no_grad():  # outside the mask the gradient is zero, as SalUn's `grad *= mask` (after all-reduce)
+            for p, m in masked.values():
+                if m is not None and p.grad is not None:
+                    p.grad.mul_(m)
         # The all-reduced gradient decides, so every process skips (or not) together; a NaN loss gives one.
         if cfg.max_grad_norm:
             norm = acc.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -280,7 +294,6 @@ class EraseTrainer:
             self._skip_or_stop(bad or "the gradient norm was not finite", optimizer, lr_scheduler)
             return {"skipped": 1}
         optimizer.step()
-        self._apply_weight_decay(masked, lr_scheduler.get_last_lr()[0])
         lr_scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         return totals

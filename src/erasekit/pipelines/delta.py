@@ -96,8 +96,15 @@ def apply_delta(unet, path: str | os.PathLike) -> dict[str, str]:
             if name not in state:
                 raise ConfigError(f"delta file '{path}': '{name}' is not a weight of this UNet")
             target = state[name]
+            values = tensors.get(f"{name}.values")
+            if values is None:
+                raise ConfigError(f"delta file '{path}' lacks the tensor '{name}.values' for its mask '{key}'; the "
+                                  f"file is damaged: copy it again from the erasure's output folder")
             mask = unpack_mask(tensors[key], target.shape).to(target.device)
-            target[mask] = tensors[f"{name}.values"].to(target.device, target.dtype)
+            if int(mask.sum()) != values.numel():
+                raise ConfigError(f"delta file '{path}': '{name}' has {values.numel()} values for {int(mask.sum())} "
+                                  f"masked weights; the file is damaged")
+            target[mask] = values.to(target.device, target.dtype)
     if fingerprint_state_dict(unet.state_dict()) != metadata["erased_fingerprint"]:
         raise ConfigError(f"applying '{path}' did not reproduce the recorded erased weights; the file is damaged")
     return metadata

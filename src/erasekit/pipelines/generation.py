@@ -130,6 +130,35 @@ def generate_records(pipe, records: Sequence[GenerationRecord], batch_size: int,
                 yield record, image
 
 
+IMAGE_DEFINING = ("prompt", "seed", "guidance", "steps", "class_id")
+
+
+def _check_same_images(folder: Path, records: Sequence[GenerationRecord], existing: dict[str, dict]) -> None:
+    """An image already in `folder` under a wanted path must have been made from the same prompt, seed and
+    settings: a cache or an interrupted run for something else is never reused silently."""
+    for record in records:
+        old = existing.get(record.path)
+        if old is None:
+            continue
+        new = asdict(record)
+        differs = [k for k in IMAGE_DEFINING if old.get(k) != new[k]]
+        if differs:
+            key = differs[0]
+            raise ConfigError(
+                f"'{folder}' already holds '{record.path}', made with {key} {old.get(key)!r} where this run wants "
+                f"{new[key]!r}: it is a data cache or an interrupted run for another concept or other settings. "
+                f"Delete that folder, or choose another one (data_cache_dir, --output)")
+
+
+def _drop_partial_line(path: Path) -> None:
+    """Cut a last line that an interruption left without its newline, so that appended lines stay whole."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        os.truncate(path, data.rfind(b"\n") + 1)
+
+
 def generate_to_folder(pipe, records: Sequence[GenerationRecord], folder: str | os.PathLike,
                        batch_size: int = 8, height: int | None = None, width: int | None = None,
                        rank: int = 0, world: int = 1, dtype: torch.dtype | None = None) -> list[dict]:
@@ -139,8 +168,11 @@ def generate_to_folder(pipe, records: Sequence[GenerationRecord], folder: str | 
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    done = frozenset(r["path"] for r in read_manifest(folder))
+    existing = {r["path"]: r for r in read_manifest(folder)}
+    _check_same_images(folder, records, existing)
+    done = frozenset(existing)
     manifest_name = MANIFEST if world == 1 else f"manifest-{rank}.jsonl"
+    _drop_partial_line(folder / manifest_name)
     with open(folder / manifest_name, "a") as manifest:
         for record, image in generate_records(pipe, records, batch_size, height, width, dtype, rank, world, done):
             out = folder / record.path

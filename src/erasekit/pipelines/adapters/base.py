@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from ..inference import autocast, decode_latents, encode_images
+
+logger = logging.getLogger("erasekit")
 
 # Scope presets for UNets (diffusers module paths); transformer adapters define their own.
 UNET_SCOPES = {
@@ -50,6 +53,23 @@ class Adapter:
     @property
     def denoiser(self) -> torch.nn.Module:
         return getattr(self.pipe, self.denoiser_name)
+
+    def truncated_prompts(self, prompts: Sequence[str]) -> list[str]:
+        """Warn about, and return, the prompts longer than a tokenizer's limit: its encoder sees only the
+        first `model_max_length` tokens (start and end tokens included), so the rest has no effect."""
+        cut = []
+        for name in ("tokenizer", "tokenizer_2", "tokenizer_3"):
+            tokenizer = getattr(self.pipe, name, None)
+            limit = getattr(tokenizer, "model_max_length", None)
+            if tokenizer is None or not isinstance(limit, int) or limit > 10**6:
+                continue
+            for prompt in prompts:
+                length = len(tokenizer(prompt).input_ids)
+                if length > limit and prompt not in cut:
+                    logger.warning(f"prompt {prompt!r} is {length} tokens; {name} keeps the first {limit}, so the "
+                                   f"rest is cut. Shorten it if the cut words matter")
+                    cut.append(prompt)
+        return cut
 
     def frozen_parts(self) -> dict[str, torch.nn.Module]:
         """Every module of the pipeline but the denoiser: encoders, VAE, safety checker."""
