@@ -28,6 +28,7 @@ SIZES = {
                     "--num-inference-steps", "3"],
     "digits-t2i.yaml": ["--max-steps", "3", "--saliency-passes", "1", "--num-images-per-prompt", "2"],
 }
+SHRUNK_LISTS = {"--refine-steps": "[1, 1, 1]"}  # list flags append when repeated, so their value is replaced
 NOT_RUN_HERE = {"make test"}
 ACCELERATE_PRESETS = ("single-gpu.yaml", "bf16.yaml", "multi-gpu.yaml")  # every file in configs/accelerate
 
@@ -56,7 +57,7 @@ def added_flags(tokens: list[str], replicas) -> list[str]:
     if command == "erase" and config in RECIPE_REPLICA:
         return ["--pretrained-model-name-or-path", str(replicas(RECIPE_REPLICA[config])), *SD_SIZES]
     if command == "erase":
-        return SIZES[config]
+        return SIZES[config] + (["--refine-draws", "2"] if "--refine" in tokens else [])
     if command == "eval" and "--suite" in tokens and "digits.yaml" not in tokens[tokens.index("--suite") + 1]:
         return ["--num-inference-steps", "2", "--resolution", "32"] if "nudity" in " ".join(tokens) else ["--num-inference-steps", "2"]
     if command in ("eval", "grid"):
@@ -84,6 +85,7 @@ def _interrupt_after_first_checkpoint(monkeypatch):
 
 def run_erasekit(tokens, replicas, monkeypatch) -> None:
     argv = _with_replicas(tokens, replicas)
+    argv = [SHRUNK_LISTS.get(argv[i - 1], t) if i else t for i, t in enumerate(argv)]
     argv += added_flags(argv, replicas)
     if "--resume-from-checkpoint" in argv:
         first = [t for i, t in enumerate(argv) if t != "--resume-from-checkpoint" and argv[i - 1] != "--resume-from-checkpoint"]

@@ -39,6 +39,8 @@ RECIPES = {  # method -> (config file, overrides); keys of other methods are dro
     "retrain": ("configs/digits-retrain.yaml", {}),
     "oneshot": ("configs/digits-oneshot.yaml", {}),
     "oneshot-codes": ("configs/digits-oneshot.yaml", {"inputs": "codes"}),
+    "salun-fisher": ("configs/digits.yaml", {"saliency": "fisher"}),
+    "salun-rum": ("configs/digits.yaml", {"refine": "rum", "refine_steps": [100, 100, 100]}),
 }
 
 
@@ -195,11 +197,14 @@ produced by
 
 ```bash
 python benchmarks/quality/bench_digits_classes.py --methods salun --classes 0-9 --seeds 0,1,2
-python benchmarks/quality/bench_digits_classes.py --methods oneshot,oneshot-codes --classes 0-9 --seeds 0
+python benchmarks/quality/bench_digits_classes.py --methods oneshot,oneshot-codes,ga --classes 0-9 --seeds 0
+python benchmarks/quality/bench_digits_classes.py --methods rl,esd,retrain,salun-fisher,salun-rum --classes 8,0,9 --seeds 0
 ```
 
 Each row erases one class with the method's recipe (`RECIPES` in the script: oneshot is
-`configs/digits-oneshot.yaml`, oneshot-codes the same with `inputs: codes`), then judges 50 samples per
+`configs/digits-oneshot.yaml`, oneshot-codes the same with `inputs: codes`, salun-fisher
+`configs/digits.yaml` with `saliency: fisher`, salun-rum the same recipe refined by RUM with 100 steps per
+subset, `refine: rum`), then judges 50 samples per
 class (DDIM 50 steps, guidance 3, seeds `1234 + 50 c + i`) with the bundled CNN. RA drop is against the
 base on the same samples; FD is the retain Fréchet distance to real kept-class digits in the judge's
 features. The noisy retain share is the share of retain samples whose total variation exceeds the

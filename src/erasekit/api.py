@@ -62,13 +62,39 @@ class EraseConfig(TrainConfig):
     save_dtype: str | None = field(default=None, metadata={
         "help": "dtype of the saved UNet: fp32, fp16 or bf16; null keeps the base's (frozen parts always do)"})
     overwrite: bool = field(default=False, metadata={"help": "replace an existing output_dir"})
+    refine: str | None = field(default=None, metadata={
+        "help": "rum: unlearn the forget samples in low/medium/high-memorization thirds, in that order (RUM)"})
+    refine_proxy: str = field(default="cfg_gain", metadata={"help": "refine: memorization proxy that splits the set"})
+    refine_draws: int = field(default=128, metadata={"help": "refine: noise draws per sample for the proxy"})
+    refine_steps: list[int] | None = field(default=None, metadata={
+        "help": "refine: steps for the low, medium and high subsets (0 skips one); null: max_steps each"})
+    refine_retain: str = field(default="progressive", metadata={
+        "help": "refine: progressive (data minus the subsets unlearned so far) or kept (minus the whole forget set)"})
 
     def __post_init__(self):
         super().__post_init__()
+        self._check_refine()
         check(self.save_dtype in (None, *DTYPES), "save_dtype", self.save_dtype, f"one of {', '.join(DTYPES)} or null")
         check(bool(self.output_dir), "output_dir", self.output_dir, "a directory path")
         check(self.data in DATA_SOURCES, "data", self.data, f"one of {', '.join(DATA_SOURCES)}")
         check(self.data_samples_per_class >= 1, "data_samples_per_class", self.data_samples_per_class, ">= 1")
+
+    def _check_refine(self) -> None:
+        from .erase.memorization import PARTS, PROXIES
+        from .erase.rum import RETAIN_MODES
+
+        check(self.refine in (None, "rum"), "refine", self.refine, "rum or null")
+        check(self.refine_proxy in PROXIES, "refine_proxy", self.refine_proxy, f"one of {', '.join(PROXIES)}")
+        check(isinstance(self.refine_draws, int) and self.refine_draws >= 1, "refine_draws", self.refine_draws,
+              "an integer >= 1")
+        check(self.refine_retain in RETAIN_MODES, "refine_retain", self.refine_retain, f"one of {', '.join(RETAIN_MODES)}")
+        steps = self.refine_steps
+        check(steps is None or (isinstance(steps, list) and len(steps) == len(PARTS)
+                                and all(isinstance(n, int) and n >= 0 for n in steps) and any(steps)),
+              "refine_steps", steps, "three integers >= 0 (low, medium, high), not all 0, e.g. [100, 100, 100]")
+        if self.refine and (self.checkpointing_steps or self.resume_from_checkpoint):
+            raise ConfigError("'refine: rum' runs several stages and does not checkpoint or resume yet; drop "
+                              "'checkpointing_steps' and 'resume_from_checkpoint'")
 
 
 @dataclass
@@ -82,7 +108,8 @@ class EraseResult:
 
 
 # Keys that apply to one model family only; a key of the other family is refused, never ignored.
-CLASS_CONDITIONAL_KEYS = ("forget", "data", "data_samples_per_class", "target_label", "remap",
+CLASS_CONDITIONAL_KEYS = ("forget", "data", "data_samples_per_class", "target_label", "remap", "refine",
+                          "refine_proxy", "refine_draws", "refine_steps", "refine_retain",
                           *(f.name for f in fields(Sampling)))
 TEXT_TO_IMAGE_KEYS = tuple(f.name for f in fields(TextConceptConfig))
 MASK_KEYS = ("saliency_guidance", "saliency_batch_size", "saliency_passes")
@@ -196,16 +223,29 @@ def _train(cfg: Configs, staging: Path, base, base_fingerprint: str, accelerator
         staging.mkdir(parents=True, exist_ok=True)
     try:
         method = get_method(run.method)[1](cfg.method)
+        if run.refine and (method.edit is not None or not method.needs_images):
+            raise ConfigError(f"'refine: {run.refine}' unlearns forget samples in stages, which needs a trained method "
+                              f"with data; '{run.method}' is not one (use salun, rl, esd or ga)")
         with accelerator.main_process_first():  # the main process fills the data cache; the others read it
             task, concept = _build_task(cfg, base, denoiser, accelerator, base_fingerprint, method.needs_images)
         denoiser.to(accelerator.device)
         teacher = adapter.copy_denoiser().requires_grad_(False).to(accelerator.device) if method.needs_teacher \
             else None
-        method.prepare(denoiser, task, torch.Generator().manual_seed(run.seed), shard_of(accelerator), teacher)
+        refined = None
+        if run.refine:  # stages of masks and training: the mask saved is their union
+            from .erase.rum import refine
+
+            denoiser, method, refined = refine(denoiser, lambda: get_method(run.method)[1](cfg.method), task, run,
+                                               staging, accelerator, shard_of(accelerator), teacher)
+            last = refined.pop("last")
+        else:
+            method.prepare(denoiser, task, torch.Generator().manual_seed(run.seed), shard_of(accelerator), teacher)
         if method.mask is not None and accelerator.is_main_process:
             save_mask(method.mask, staging / "mask.safetensors", concept=concept["name"], overwrite=True,
                       base_fingerprint=base_fingerprint)
-        if method.edit is not None:
+        if refined is not None:
+            pass  # trained in stages above
+        elif method.edit is not None:
             last = {"step": 0, **method.edit(denoiser, task)}
         else:
             trainer = EraseTrainer(denoiser, method, task, run, staging, accelerator=accelerator)
@@ -215,7 +255,7 @@ def _train(cfg: Configs, staging: Path, base, base_fingerprint: str, accelerator
         if not (staging / CHECKPOINT_DIR).is_dir() and accelerator.is_main_process:
             shutil.rmtree(staging, ignore_errors=True)
         raise
-    return denoiser.to("cpu").eval(), method, concept, last
+    return denoiser.to("cpu").eval(), method, concept, last, refined
 
 
 def run_erase(cfg: Configs) -> EraseResult:
@@ -237,7 +277,7 @@ def run_erase(cfg: Configs) -> EraseResult:
     if accelerator.is_main_process and effective_batch:
         logger.info(f"effective batch {effective_batch['total']} = {accelerator.num_processes} process(es) x "
               f"{effective_batch['per_process']} x {run.gradient_accumulation_steps} accumulation step(s)")
-    denoiser, method, concept, last = _train(cfg, staging, base, base_fingerprint, accelerator)
+    denoiser, method, concept, last, refined = _train(cfg, staging, base, base_fingerprint, accelerator)
     if not accelerator.is_main_process:
         return EraseResult(Path(run.output_dir), None, None, {})
     if denoiser.dtype != base_denoiser.dtype:  # trained in float32 master weights; saved as the base stores them
@@ -249,7 +289,7 @@ def run_erase(cfg: Configs) -> EraseResult:
     if run.save_dtype:
         denoiser.to(DTYPES[run.save_dtype])
     erased.save_pretrained(staging, variant=run.variant)
-    metrics: dict[str, Any] = {"train": last}
+    metrics: dict[str, Any] = {"train": last, **({"refine": refined} if refined else {})}
     report_path = _evaluate(cfg, erased, base, concept, staging, metrics, accelerator)
     record = {
         "erasekit_version": __version__,

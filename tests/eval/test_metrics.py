@@ -50,7 +50,7 @@ def test_collateral_pairs_images_and_reports_fd_only_with_enough_pairs():
 
     class Features:  # a stand-in judge: 3 features per image from its mean colour
         def image_features(self, images):
-            return torch.tensor([np.asarray(i, np.float32).mean((0, 1)) for i in images])
+            return torch.from_numpy(np.stack([np.asarray(i, np.float32).mean((0, 1)) for i in images]))
 
     rng = np.random.default_rng(0)
     base = [Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)) for _ in range(6)]

@@ -25,32 +25,45 @@ from .tasks import ClassConditionalTask
 PARTS = ("low", "medium", "high")
 
 
-def noisy_draws(task, x0: torch.Tensor, draws: int, seed: int, device):
+def noisy_draws(task, x0: torch.Tensor, draws: int, seed: int, device, ids: Sequence[int] | None = None):
     """`draws` noisings of each sample of `x0`: sample i, draw j at stratified noise level j of `draws`,
-    noise seeded `seed + i` (one generator per sample), so a sample's draws never depend on the batch."""
+    noise seeded `seed + ids[i]` (one generator per sample; `ids` defaults to 0, 1, ...), so a sample's
+    draws never depend on the batch."""
     levels = stratified_levels(draws)
-    parts = [task.noisy(x0[i:i + 1].expand(draws, *x0.shape[1:]).to(device), torch.Generator().manual_seed(seed + i),
-                        levels) for i in range(len(x0))]
+    ids = range(len(x0)) if ids is None else ids
+    parts = [task.noisy(x0[i:i + 1].expand(draws, *x0.shape[1:]).to(device),
+                        torch.Generator().manual_seed(seed + int(ids[i])), levels) for i in range(len(x0))]
     return tuple(torch.cat([getattr(p, k) for p in parts]) for k in ("z_t", "t", "target"))
 
 
 @torch.no_grad()
-def cfg_gain(denoiser: torch.nn.Module, task, x: torch.Tensor, c: torch.Tensor, seed: int, draws: int = 8,
-             batch_size: int = 32) -> torch.Tensor:
-    """The CFG gain of each sample (`x[i]` with condition id `c[i]` of a `ConditionTask`), as float64 on the
-    host. Both branches see the same noisy input; the result does not depend on `batch_size`."""
+def denoising_errors(denoiser: torch.nn.Module, task, x: torch.Tensor, c: torch.Tensor, seed: int, draws: int = 8,
+                     batch_size: int = 32, ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample, the mean denoising error `l(x0, c)` given its condition and `l(x0, null)` without, over
+    `draws` noisings (`noisy_draws`; sample i's noise is seeded `seed + ids[i]`, by default its position),
+    as float64 on the host. Both branches see the same noisy input; the result does not depend on
+    `batch_size`, and a sample keeps its noise in any subset that passes its id."""
     device = next(denoiser.parameters()).device
-    out = []
+    ids = torch.arange(len(x)) if ids is None else torch.as_tensor(ids)
+    conditional, unconditional = [], []
     for start in range(0, len(x), batch_size):
         xs, cs = x[start:start + batch_size], c[start:start + batch_size].to(device)
-        z, t, target = noisy_draws(task, xs, draws, seed + start, device)
+        z, t, target = noisy_draws(task, xs, draws, seed, device, ids[start:start + batch_size].tolist())
         cond = cs.repeat_interleave(draws)
         both = task.predict(denoiser, torch.cat([z, z]), torch.cat([t, t]), torch.cat([cond, task.null_cond(cond)]))
-        with_c, without = both.float().chunk(2)
-        error_without, error_with = ((pred - target.float()).pow(2).flatten(1).mean(1) for pred in (without, with_c))
-        gain = (error_without - error_with).view(len(xs), draws).double().mean(1)
-        out.append(gain.cpu())
-    return torch.cat(out) if out else torch.empty(0, dtype=torch.float64)
+        for pred, out in zip(both.float().chunk(2), (conditional, unconditional)):
+            error = (pred - target.float()).pow(2).flatten(1).mean(1)
+            out.append(error.view(len(xs), draws).double().mean(1).cpu())
+    empty = torch.empty(0, dtype=torch.float64)
+    return (torch.cat(conditional) if conditional else empty), (torch.cat(unconditional) if unconditional else empty)
+
+
+def cfg_gain(denoiser: torch.nn.Module, task, x: torch.Tensor, c: torch.Tensor, seed: int, draws: int = 8,
+             batch_size: int = 32) -> torch.Tensor:
+    """The CFG gain `l(x0, null) - l(x0, c)` of each sample (`x[i]` with condition id `c[i]` of a
+    `ConditionTask`), as float64 on the host."""
+    conditional, unconditional = denoising_errors(denoiser, task, x, c, seed, draws, batch_size)
+    return unconditional - conditional
 
 
 def partition(scores: torch.Tensor, parts: Sequence[str] = PARTS) -> dict[str, torch.Tensor]:
@@ -70,7 +83,7 @@ class MemorizationConfig:
     data: str = field(default="digits", metadata={"help": "digits (scikit-learn's) or generated"})
     data_samples_per_class: int = field(default=200, metadata={"help": "data: generated: images per class"})
     proxy: str = field(default="cfg_gain", metadata={"help": "cfg_gain: E[l(x0, null) - l(x0, c)]"})
-    draws: int = field(default=8, metadata={"help": "noise draws per sample (stratified noise levels)"})
+    draws: int = field(default=128, metadata={"help": "noise draws per sample (stratified noise levels)"})
     batch_size: int = field(default=32, metadata={"help": "samples per forward pass (does not change scores)"})
     seed: int = field(default=0, metadata={"help": "noise seed"})
     output: str = field(default="memorization.json", metadata={"help": "JSON path for the scores"})
