@@ -1,9 +1,10 @@
-"""Test-retest reliability of the CFG-gain memorization proxy on the bundled digits model.
+"""Test-retest reliability of the memorization proxies on the bundled digits model.
 
-The proxy ranks forget samples for RUM's low/medium/high split. A ranking that changes with the noise
-seed splits the set at random. For each number of noise draws, the scores of every training image of
-one class are computed twice with disjoint noise seeds, and the Spearman correlation of the two is
-recorded with the wall time of both passes.
+A proxy ranks forget samples for RUM's low/medium/high split. A ranking that changes with the noise
+seed splits the set at random. For each number of noise draws, both proxies (CFG gain and conditional
+magnitude, from the same forward passes) score every training image of one class twice with disjoint
+noise seeds; the Spearman correlation of the two passes is recorded per proxy, with the correlation of
+the two proxies (first pass) and the wall time of both passes.
 
     python benchmarks/quality/bench_proxy_reliability.py [--forget 8] [--draws 8,32,64,128]
 """
@@ -28,9 +29,13 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((ra * rb).sum() / (ra.norm() * rb.norm()))
 
 
+def proxies(stats: dict) -> dict:
+    return {"cfg_gain": stats["unconditional"] - stats["conditional"], "cond_magnitude": stats["difference"]}
+
+
 def main() -> None:
     from erasekit.erase.class_data import load_class_data
-    from erasekit.erase.memorization import cfg_gain
+    from erasekit.erase.memorization import branch_statistics
     from erasekit.erase.tasks import ClassConditionalTask
     from erasekit.pipelines.loading import load_pipeline
 
@@ -46,9 +51,10 @@ def main() -> None:
     rows = []
     for draws in (int(d) for d in args.draws.split(",")):
         started = time.time()
-        first = cfg_gain(unet, task, images[picked], labels[picked], 0, draws)
-        second = cfg_gain(unet, task, images[picked], labels[picked], 100_000, draws)
-        rows.append({"draws": draws, "spearman": round(spearman(first, second), 4),
+        first, second = (proxies(branch_statistics(unet, task, images[picked], labels[picked], seed, draws))
+                         for seed in (0, 100_000))
+        rows.append({"draws": draws, **{f"spearman_{k}": round(spearman(first[k], second[k]), 4) for k in first},
+                     "spearman_between_proxies": round(spearman(first["cfg_gain"], first["cond_magnitude"]), 4),
                      "seconds_both": round(time.time() - started, 1)})
         print(rows[-1], flush=True)
     out = {"date": time.strftime("%Y-%m-%d"), "machine": platform.node(), "threads": torch.get_num_threads(),

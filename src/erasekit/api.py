@@ -62,9 +62,14 @@ class EraseConfig(TrainConfig):
     save_dtype: str | None = field(default=None, metadata={
         "help": "dtype of the saved UNet: fp32, fp16 or bf16; null keeps the base's (frozen parts always do)"})
     overwrite: bool = field(default=False, metadata={"help": "replace an existing output_dir"})
+    forget_samples: float | None = field(default=None, metadata={
+        "help": "sample unlearning: forget this share of the training images of every class (e.g. 0.1) "
+                "instead of classes; needs forget: [] (the default then) and data: digits"})
+    forget_samples_seed: int = field(default=0, metadata={
+        "help": "forget_samples: seed of the images picked (the same seed picks the same images for a retrain)"})
     refine: str | None = field(default=None, metadata={
         "help": "rum: unlearn the forget samples in low/medium/high-memorization thirds, in that order (RUM)"})
-    refine_proxy: str = field(default="cfg_gain", metadata={"help": "refine: memorization proxy that splits the set"})
+    refine_proxy: str = field(default="cfg_gain", metadata={"help": "refine: memorization proxy that splits the set: cfg_gain or cond_magnitude"})
     refine_draws: int = field(default=128, metadata={"help": "refine: noise draws per sample for the proxy"})
     refine_steps: list[int] | None = field(default=None, metadata={
         "help": "refine: steps for the low, medium and high subsets (0 skips one); null: max_steps each"})
@@ -74,6 +79,14 @@ class EraseConfig(TrainConfig):
     def __post_init__(self):
         super().__post_init__()
         self._check_refine()
+        f = self.forget_samples
+        check(f is None or (isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f < 1), "forget_samples", f,
+              "a share of the training images between 0 and 1, e.g. 0.1, or null")
+        check(isinstance(self.forget_samples_seed, int) and not isinstance(self.forget_samples_seed, bool)
+              and self.forget_samples_seed >= 0, "forget_samples_seed", self.forget_samples_seed, "an integer >= 0")
+        if f is not None:
+            check(self.data == "digits", "data", self.data, "'digits' with 'forget_samples' (its held-out test "
+                  "split is the membership test's non-members)")
         check(self.save_dtype in (None, *DTYPES), "save_dtype", self.save_dtype, f"one of {', '.join(DTYPES)} or null")
         check(bool(self.output_dir), "output_dir", self.output_dir, "a directory path")
         check(self.data in DATA_SOURCES, "data", self.data, f"one of {', '.join(DATA_SOURCES)}")
@@ -108,7 +121,8 @@ class EraseResult:
 
 
 # Keys that apply to one model family only; a key of the other family is refused, never ignored.
-CLASS_CONDITIONAL_KEYS = ("forget", "data", "data_samples_per_class", "target_label", "remap", "refine",
+CLASS_CONDITIONAL_KEYS = ("forget", "forget_samples", "forget_samples_seed", "data", "data_samples_per_class",
+                          "target_label", "remap", "refine",
                           "refine_proxy", "refine_draws", "refine_steps", "refine_retain",
                           *(f.name for f in fields(Sampling)))
 TEXT_TO_IMAGE_KEYS = tuple(f.name for f in fields(TextConceptConfig))
@@ -154,8 +168,19 @@ def resolve_configs(config: str | os.PathLike | Mapping | None, overrides: Mappi
         raise ConfigError(f"{source}: 'method' must be a string, got {method!r}")
     method_config_cls, _ = get_method(method)
     roles = {"run": EraseConfig, "method": method_config_cls, "eval": Sampling, "concept": TextConceptConfig}
-    return Configs(**build_configs(roles, values, source, from_cli), given=frozenset(values),
-                   from_cli=frozenset(from_cli))
+    configs = Configs(**build_configs(roles, values, source, from_cli), given=frozenset(values),
+                      from_cli=frozenset(from_cli))
+    if configs.run.forget_samples is not None:
+        if "forget" not in values:
+            configs.run.forget = []
+        if configs.run.forget:
+            raise ConfigError(f"'forget' is {configs.run.forget} but 'forget_samples' is set: sample unlearning forgets "
+                              f"images of every class; set forget: [] (--forget '[]') or drop 'forget_samples'")
+        for key in ("target_label", "remap"):
+            if getattr(configs.method, key, None) not in (None, "random"):
+                raise ConfigError(f"'{key}' is {getattr(configs.method, key)!r}, but with 'forget_samples' each forget "
+                                  f"image is remapped to a random other class; drop '{key}' or set remap: random")
+    return configs
 
 
 def _resumable(staging: Path) -> bool:
@@ -188,6 +213,12 @@ def _build_task(cfg: Configs, base, denoiser, accelerator, base_fingerprint: str
         from .erase.class_data import load_class_data
         from .erase.tasks import ClassConditionalTask
 
+        if cfg.run.forget_samples is not None:
+            task, _ = _sample_task(cfg.run, base)
+            return task, {"name": f"{len(task.forget_c)} training images ({cfg.run.forget_samples:.0%}, seed "
+                                  f"{cfg.run.forget_samples_seed})", "forget_samples": cfg.run.forget_samples,
+                          "forget_samples_seed": cfg.run.forget_samples_seed,
+                          "forget_index": task.forget_index.tolist()}
         forget = adapter.check_forget(cfg.run.forget)
         target = getattr(cfg.method, "target_label", None)
         if target is not None and (target in forget or not 0 <= target < adapter.num_classes):
@@ -212,6 +243,22 @@ def _build_task(cfg: Configs, base, denoiser, accelerator, base_fingerprint: str
     return task, concept
 
 
+def _sample_task(run: EraseConfig, base):
+    """Sample unlearning: the task (forget images picked from the digits training split by
+    `forget_samples_seed`) and the held-out test split (images, labels)."""
+    from .erase.class_data import load_class_data
+    from .erase.membership import pick_samples
+    from .erase.tasks import SampleTask
+    from .pipelines.digits import load_digits_16
+
+    adapter = adapter_for(base)
+    images, labels = load_class_data(run, base)
+    index = pick_samples(len(labels), run.forget_samples, run.forget_samples_seed)
+    split = load_digits_16()
+    return SampleTask(adapter, adapter.training_scheduler(), images, labels, index), (split.test_images,
+                                                                                     split.test_labels)
+
+
 def _train(cfg: Configs, staging: Path, base, base_fingerprint: str, accelerator):
     """Mask and training (or a training-free edit); on failure keep checkpoints for resume, else leave
     nothing behind."""
@@ -223,6 +270,9 @@ def _train(cfg: Configs, staging: Path, base, base_fingerprint: str, accelerator
         staging.mkdir(parents=True, exist_ok=True)
     try:
         method = get_method(run.method)[1](cfg.method)
+        if run.forget_samples is not None and (method.edit is not None or not method.needs_images):
+            raise ConfigError(f"'forget_samples' unlearns training images, which needs a trained method with data; "
+                              f"'{run.method}' is not one (use salun, rl, ga or retrain)")
         if run.refine and (method.edit is not None or not method.needs_images):
             raise ConfigError(f"'refine: {run.refine}' unlearns forget samples in stages, which needs a trained method "
                               f"with data; '{run.method}' is not one (use salun, rl, esd or ga)")
@@ -298,7 +348,7 @@ def run_erase(cfg: Configs) -> EraseResult:
         "erased_fingerprint": delta["erased_fingerprint"],
         "concept": concept,
         "method": run.method,
-        "config": portable(_recorded_config(cfg, "forget_classes" in concept)),
+        "config": portable(_recorded_config(cfg, "forget_prompts" not in concept)),
         "denoiser": {"attribute": adapter.denoiser_name, "class": type(denoiser).__name__,
                      "adapter": type(adapter).__name__},
         "seed": run.seed,
@@ -333,6 +383,8 @@ def _evaluate(cfg: Configs, erased, base, concept, staging: Path, metrics: dict,
     from .eval.evaluate import Process, evaluate_pipes
     from .eval.suite import EvalSuite
 
+    if cfg.run.forget_samples is not None:
+        return _evaluate_membership(cfg, erased, base, staging, metrics, accelerator)
     if adapter_for(erased).family == "class-conditional":
         suite = EvalSuite(**as_dict(cfg.eval), name="erase", forget=concept["forget_classes"],
                           grid_prompts=adapter_for(erased).num_classes, grid_seeds=10)
@@ -354,6 +406,30 @@ def _evaluate(cfg: Configs, erased, base, concept, staging: Path, metrics: dict,
     from .eval.report import format_summary
 
     logger.info(format_summary(report))
+    return staging / "report" / "report.md"
+
+
+def _evaluate_membership(cfg: Configs, erased, base, staging: Path, metrics: dict, accelerator) -> Path:
+    """Sample unlearning: the loss-based membership test on the base and the unlearned model, side by
+    side, into report/membership.json and report/report.md."""
+    from .erase.membership import membership_metrics
+
+    task, (test_x, test_c) = _sample_task(cfg.run, base)
+    rows = {}
+    for name, pipe in (("base", base), ("model", erased)):
+        denoiser = adapter_for(pipe).denoiser.to(accelerator.device)
+        rows[name] = membership_metrics(denoiser, task, test_x, test_c)
+        denoiser.to("cpu")
+    metrics.update(before=rows["base"], after=rows["model"])
+    (staging / "report").mkdir(exist_ok=True)
+    write_json(staging / "report" / "membership.json", rows, overwrite=True)
+    keys = ("mia_auc", "mia_auc_retain", "loss_forget", "loss_retain", "loss_test")
+    lines = ["# Membership test", "", f"{rows['base']['n_forget']} forget images, {rows['base']['n_test']} held-out "
+             f"test images, {rows['base']['draws']} noise draws each. AUC: P(forget loss < test loss); 0.5 = the "
+             "forget images look like unseen ones.", "", "| metric | base | model |", "|---|---|---|",
+             *[f"| {k} | {rows['base'][k]:.4f} | {rows['model'][k]:.4f} |" for k in keys], ""]
+    write_text(staging / "report" / "report.md", "\n".join(lines))
+    logger.info("\n".join(lines))
     return staging / "report" / "report.md"
 
 

@@ -8,12 +8,13 @@ import torch
 
 from erasekit.cli import main
 from erasekit.erase.fisher import stratified_levels
-from erasekit.erase.memorization import MemorizationConfig, cfg_gain, partition
+from erasekit.erase.memorization import PROXIES, MemorizationConfig, partition
 from erasekit.errors import ConfigError
 
 
-def _reference_gain(denoiser, task, x, c, seed, draws):
-    """One sample and one draw at a time: l(null) - l(c) with the same noisy input, averaged over draws."""
+def _reference(denoiser, task, x, c, seed, draws, proxy="cfg_gain"):
+    """One sample and one draw at a time, averaged over draws: l(null) - l(c) with the same noisy input
+    (cfg_gain), or the mean squared difference of the two predictions (cond_magnitude)."""
     levels = stratified_levels(draws)
     out = []
     with torch.no_grad():
@@ -24,20 +25,24 @@ def _reference_gain(denoiser, task, x, c, seed, draws):
             for j in range(draws):
                 z, t, target = noisy.z_t[j:j + 1], noisy.t[j:j + 1], noisy.target[j:j + 1]
                 cond = c[i:i + 1]
-                loss_c = (task.predict(denoiser, z, t, cond) - target).pow(2).mean()
-                loss_null = (task.predict(denoiser, z, t, task.null_cond(cond)) - target).pow(2).mean()
-                total += float(loss_null - loss_c)
+                with_c, without = task.predict(denoiser, z, t, cond), task.predict(denoiser, z, t, task.null_cond(cond))
+                if proxy == "cfg_gain":
+                    total += float((without - target).pow(2).mean() - (with_c - target).pow(2).mean())
+                else:
+                    total += float((with_c - without).pow(2).mean())
             out.append(total / draws)
     return torch.tensor(out, dtype=torch.float64)
 
 
-def test_cfg_gain_matches_the_draw_by_draw_reference_for_any_batch_size(tiny_pipe, tiny_task):
+@pytest.mark.parametrize("proxy", sorted(PROXIES))
+def test_proxies_match_the_draw_by_draw_reference_for_any_batch_size(tiny_pipe, tiny_task, proxy):
     x, c = tiny_task.forget_x[:5], tiny_task.forget_c[:5]
-    expected = _reference_gain(tiny_pipe.unet, tiny_task, x, c, seed=3, draws=4)
+    expected = _reference(tiny_pipe.unet, tiny_task, x, c, seed=3, draws=4, proxy=proxy)
+    assert expected.abs().min() > 0
     for batch_size in (1, 2, 5):
-        got = cfg_gain(tiny_pipe.unet, tiny_task, x, c, seed=3, draws=4, batch_size=batch_size)
+        got = PROXIES[proxy](tiny_pipe.unet, tiny_task, x, c, seed=3, draws=4, batch_size=batch_size)
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
-    assert not torch.equal(cfg_gain(tiny_pipe.unet, tiny_task, x, c, seed=4, draws=4), got)  # the seed matters
+    assert not torch.equal(PROXIES[proxy](tiny_pipe.unet, tiny_task, x, c, seed=4, draws=4), got)  # the seed matters
 
 
 def test_partition_splits_by_rank_in_thirds_with_ties_by_index():

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from erasekit.api import EraseConfig
 from erasekit.cli import main
-from erasekit.erase.memorization import cfg_gain, partition
+from erasekit.erase.memorization import PROXIES, cfg_gain, partition
 from erasekit.erase.rum import refine, union_mask
 from erasekit.erase.saliency import SaliencyMask
 from erasekit.errors import ConfigError
@@ -66,13 +66,17 @@ def _rows(x: torch.Tensor) -> set:
     return {tuple(r.flatten().tolist()) for r in x}
 
 
-@pytest.mark.parametrize("retain, steps", [("progressive", None), ("kept", None), ("progressive", [0, 2, 2])])
-def test_stages_unlearn_the_subsets_in_order_with_their_retain_sets(tiny_pipe, tiny_task, tmp_path, retain, steps):
+@pytest.mark.parametrize("retain, steps, proxy", [("progressive", None, "cfg_gain"), ("kept", None, "cfg_gain"),
+                                                   ("progressive", [0, 2, 2], "cfg_gain"),
+                                                   ("progressive", [1, 1, 1], "cond_magnitude")])
+def test_stages_unlearn_the_subsets_in_order_with_their_retain_sets(tiny_pipe, tiny_task, tmp_path, retain, steps,
+                                                                     proxy):
     from erasekit.erase.trainer import make_accelerator
 
-    run = Run(refine_retain=retain, refine_steps=steps)
+    run = Run(refine_retain=retain, refine_steps=steps, refine_proxy=proxy)
     forget_x, retain_x = tiny_task.forget_x.clone(), tiny_task.retain_x.clone()
-    scores = cfg_gain(tiny_pipe.unet, tiny_task, forget_x, tiny_task.forget_c, run.seed, run.refine_draws)
+    scores = PROXIES[proxy](tiny_pipe.unet, tiny_task, forget_x, tiny_task.forget_c, run.seed, run.refine_draws)
+    gains = cfg_gain(tiny_pipe.unet, tiny_task, forget_x, tiny_task.forget_c, run.seed, run.refine_draws)
     parts = partition(scores)
     Recorder.seen = []
     _, _, record = refine(tiny_pipe.unet, Recorder, tiny_task, run, tmp_path, make_accelerator(run, tmp_path),
@@ -87,8 +91,8 @@ def test_stages_unlearn_the_subsets_in_order_with_their_retain_sets(tiny_pipe, t
         expected = retain_x if retain == "kept" else torch.cat([retain_x, forget_x[still]])
         assert len(retained) == len(expected) and _rows(retained) == _rows(expected)
     assert torch.equal(tiny_task.forget_x, forget_x) and torch.equal(tiny_task.retain_x, retain_x)  # restored
-    for name, idx in parts.items():  # the base row holds the proxy's own scores, subset by subset
-        assert record["base"][name]["cfg_gain"] == pytest.approx(float(scores[idx].mean()))
+    for name, idx in parts.items():  # the base row holds the CFG gain of the proxy's subsets, subset by subset
+        assert record["base"][name]["cfg_gain"] == pytest.approx(float(gains[idx].mean()))
     assert record["stages"][-1]["after"]["retain"]["count"] == len(retain_x)
     assert all((tmp_path / "rum" / name / "logs.jsonl").is_file() for name in order)
 

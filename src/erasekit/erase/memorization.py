@@ -7,7 +7,9 @@ need leave-out retraining; a proxy ranks samples cheaply. The default proxy here
     gain(x0, c) = E_{t, eps} [ l(x0, null) - l(x0, c) ],   l = ||target - f(z_t | .)||^2,
 
 how much the condition lowers the model's denoising loss on this very sample: a model that has learned
-a sample by heart predicts it well given its label or prompt, far better than unconditionally.
+a sample by heart predicts it well given its label or prompt, far better than unconditionally. The
+other proxy, `cond_magnitude`, is the size of the condition's part of the prediction (after Wen et al.,
+ICLR 2024), `E ||f(z_t | c) - f(z_t | null)||^2`.
 """
 
 from __future__ import annotations
@@ -37,25 +39,42 @@ def noisy_draws(task, x0: torch.Tensor, draws: int, seed: int, device, ids: Sequ
 
 
 @torch.no_grad()
-def denoising_errors(denoiser: torch.nn.Module, task, x: torch.Tensor, c: torch.Tensor, seed: int, draws: int = 8,
-                     batch_size: int = 32, ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per sample, the mean denoising error `l(x0, c)` given its condition and `l(x0, null)` without, over
-    `draws` noisings (`noisy_draws`; sample i's noise is seeded `seed + ids[i]`, by default its position),
-    as float64 on the host. Both branches see the same noisy input; the result does not depend on
-    `batch_size`, and a sample keeps its noise in any subset that passes its id."""
+def branch_statistics(denoiser: torch.nn.Module, task, x: torch.Tensor, c: torch.Tensor, seed: int, draws: int = 8,
+                      batch_size: int = 32, ids: torch.Tensor | None = None,
+                      conditional_only: bool = False) -> dict[str, torch.Tensor]:
+    """Per sample, over `draws` noisings (`noisy_draws`; sample i's noise is seeded `seed + ids[i]`, by
+    default its position), the means of: the denoising error given its condition, `conditional`
+    (`||target - f(z_t | c)||^2`, per element); without it, `unconditional`; and the squared difference of
+    the two predictions, `difference` (`||f(z_t | c) - f(z_t | null)||^2`). float64 on the host. Both
+    branches see the same noisy input; nothing depends on `batch_size`, and a sample keeps its noise in
+    any subset that passes its id. `conditional_only` skips the unconditional branch (half the work) and
+    returns `conditional` alone."""
     device = next(denoiser.parameters()).device
     ids = torch.arange(len(x)) if ids is None else torch.as_tensor(ids)
-    conditional, unconditional = [], []
+    out: dict[str, list[torch.Tensor]] = {"conditional": []} if conditional_only else {
+        "conditional": [], "unconditional": [], "difference": []}
     for start in range(0, len(x), batch_size):
         xs, cs = x[start:start + batch_size], c[start:start + batch_size].to(device)
         z, t, target = noisy_draws(task, xs, draws, seed, device, ids[start:start + batch_size].tolist())
         cond = cs.repeat_interleave(draws)
-        both = task.predict(denoiser, torch.cat([z, z]), torch.cat([t, t]), torch.cat([cond, task.null_cond(cond)]))
-        for pred, out in zip(both.float().chunk(2), (conditional, unconditional)):
-            error = (pred - target.float()).pow(2).flatten(1).mean(1)
-            out.append(error.view(len(xs), draws).double().mean(1).cpu())
-    empty = torch.empty(0, dtype=torch.float64)
-    return (torch.cat(conditional) if conditional else empty), (torch.cat(unconditional) if unconditional else empty)
+        target = target.float()
+        if conditional_only:
+            values = {"conditional": task.predict(denoiser, z, t, cond).float() - target}
+        else:
+            both = task.predict(denoiser, torch.cat([z, z]), torch.cat([t, t]),
+                                torch.cat([cond, task.null_cond(cond)]))
+            with_c, without = both.float().chunk(2)
+            values = {"conditional": with_c - target, "unconditional": without - target, "difference": with_c - without}
+        for key, value in values.items():
+            out[key].append(value.pow(2).flatten(1).mean(1).view(len(xs), draws).double().mean(1).cpu())
+    return {k: torch.cat(v) if v else torch.empty(0, dtype=torch.float64) for k, v in out.items()}
+
+
+def denoising_errors(denoiser: torch.nn.Module, task, x: torch.Tensor, c: torch.Tensor, seed: int, draws: int = 8,
+                     batch_size: int = 32, ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample, the mean denoising error given its condition and without (`branch_statistics`)."""
+    stats = branch_statistics(denoiser, task, x, c, seed, draws, batch_size, ids)
+    return stats["conditional"], stats["unconditional"]
 
 
 def cfg_gain(denoiser: torch.nn.Module, task, x: torch.Tensor, c: torch.Tensor, seed: int, draws: int = 8,
@@ -64,6 +83,14 @@ def cfg_gain(denoiser: torch.nn.Module, task, x: torch.Tensor, c: torch.Tensor, 
     `ConditionTask`), as float64 on the host."""
     conditional, unconditional = denoising_errors(denoiser, task, x, c, seed, draws, batch_size)
     return unconditional - conditional
+
+
+def cond_magnitude(denoiser: torch.nn.Module, task, x: torch.Tensor, c: torch.Tensor, seed: int, draws: int = 8,
+                   batch_size: int = 32) -> torch.Tensor:
+    """The magnitude of the conditional part of the prediction, `E ||f(z_t | c) - f(z_t | null)||^2`, on
+    noisings of each sample: Wen et al. (ICLR 2024) detect memorized prompts by this magnitude along
+    the sampling trajectory; here it is taken on the training sample's own noisings, as float64."""
+    return branch_statistics(denoiser, task, x, c, seed, draws, batch_size)["difference"]
 
 
 def partition(scores: torch.Tensor, parts: Sequence[str] = PARTS) -> dict[str, torch.Tensor]:
@@ -82,7 +109,8 @@ class MemorizationConfig:
     forget: list[int] = field(default_factory=list, metadata={"help": "classes whose samples are scored"})
     data: str = field(default="digits", metadata={"help": "digits (scikit-learn's) or generated"})
     data_samples_per_class: int = field(default=200, metadata={"help": "data: generated: images per class"})
-    proxy: str = field(default="cfg_gain", metadata={"help": "cfg_gain: E[l(x0, null) - l(x0, c)]"})
+    proxy: str = field(default="cfg_gain", metadata={
+        "help": "cfg_gain: E[l(x0, null) - l(x0, c)]; cond_magnitude: E||f(z_t|c) - f(z_t|null)||^2 (Wen et al.)"})
     draws: int = field(default=128, metadata={"help": "noise draws per sample (stratified noise levels)"})
     batch_size: int = field(default=32, metadata={"help": "samples per forward pass (does not change scores)"})
     seed: int = field(default=0, metadata={"help": "noise seed"})
@@ -101,7 +129,7 @@ class MemorizationConfig:
             check(isinstance(value, int) and value >= 1, name, value, "an integer >= 1")
 
 
-PROXIES = {"cfg_gain": cfg_gain}
+PROXIES = {"cfg_gain": cfg_gain, "cond_magnitude": cond_magnitude}
 
 
 def run_memorization(cfg: MemorizationConfig) -> dict:

@@ -172,6 +172,27 @@ class ClassConditionalTask(ConditionTask):
         return cls(adapter, adapter.training_scheduler(), images, labels, forget, target_label, remap)
 
 
+class SampleTask(ClassConditionalTask):
+    """Sample unlearning on a class-conditional model: the forget set is the images at `forget_index` (of
+    every class), the retain set all the others; a forget image is remapped to a random class other
+    than its own, drawn uniformly per sample."""
+
+    def __init__(self, adapter, scheduler, images: torch.Tensor, labels: torch.Tensor, forget_index: torch.Tensor):
+        num_classes = adapter.num_classes
+        is_forget = torch.zeros(len(labels), dtype=torch.bool)
+        is_forget[forget_index] = True
+        self.forget_index = forget_index
+        self.forget = sorted({int(c) for c in labels[is_forget]})
+        self.kept = list(range(num_classes))
+        ConditionTask.__init__(self, adapter, scheduler, images[is_forget], labels[is_forget], images[~is_forget],
+                               labels[~is_forget], self.kept, null=num_classes, sample_shape=adapter.sample_shape())
+
+    def anchor_cond(self, cond: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        k = len(self.kept)
+        shift = torch.randint(1, k, (cond.shape[0],), generator=generator).to(cond.device)
+        return (cond + shift) % k
+
+
 def farthest_class(images: torch.Tensor, labels: torch.Tensor, forget: Sequence[int], kept: Sequence[int]) -> int:
     """The kept class whose mean image is farthest (L2) from the mean image of the forget classes.
 

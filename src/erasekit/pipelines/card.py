@@ -20,7 +20,8 @@ METHOD_DESCRIPTIONS = {
     "rl": "random-label remapping on every weight in scope (SalUn's ablation without a mask, Fan et al., ICLR 2024)",
 }
 METRIC_NAMES = {"UA": "unlearning accuracy", "RA": "retain accuracy", "FD": "Fréchet distance (judge features)",
-                "noisy_rate": "noisy-sample rate"}
+                "noisy_rate": "noisy-sample rate",
+                "mia_auc": "membership-inference AUC, forget vs held-out images"}
 
 
 def base_license(base_dir: str | os.PathLike | None, base_pipe=None) -> tuple[str, str]:
@@ -62,7 +63,7 @@ def eval_results(record: dict[str, Any]) -> list:
 
     after = record.get("metrics", {}).get("after") or {}
     concept = record["concept"].get("name", "concept")
-    return [EvalResult(task_type="unconditional-image-generation" if "forget_classes" in record["concept"]
+    return [EvalResult(task_type="unconditional-image-generation" if "forget_prompts" not in record["concept"]
                        else "text-to-image", dataset_type="erasekit-generated", dataset_name=f"erasekit eval: {concept}",
                        metric_type=key, metric_value=float(after[key]), metric_name=METRIC_NAMES[key])
             for key in METRIC_NAMES if isinstance(after.get(key), (int, float))]
