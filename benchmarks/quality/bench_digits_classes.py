@@ -198,7 +198,8 @@ produced by
 ```bash
 python benchmarks/quality/bench_digits_classes.py --methods salun --classes 0-9 --seeds 0,1,2
 python benchmarks/quality/bench_digits_classes.py --methods oneshot,oneshot-codes,ga --classes 0-9 --seeds 0
-python benchmarks/quality/bench_digits_classes.py --methods rl,esd,retrain,salun-fisher,salun-rum --classes 8,0,9 --seeds 0
+python benchmarks/quality/bench_digits_classes.py --methods rl,esd --classes 8,0,9 --seeds 0
+python benchmarks/quality/bench_digits_classes.py --methods salun-rum,salun-fisher --classes 8 --seeds 0
 ```
 
 Each row erases one class with the method's recipe (`RECIPES` in the script: oneshot is
@@ -210,7 +211,8 @@ base on the same samples; FD is the retain Fréchet distance to real kept-class 
 features. The noisy retain share is the share of retain samples whose total variation exceeds the
 99th percentile of real digits' (`eval.metrics.noisy_rate`): the judge's features hardly see speckle
 noise, so FD can stay at the base's while the samples are visibly noisy. "erase s" is the wall time of
-`erasekit.erase` without evaluation (load, mask, training or edit, write); rows run one at a time. ToW needs
+`erasekit.erase` without evaluation (load, mask, training or edit, write); rows ran one at a time, except
+the rl and esd rows, which shared the 2 cores with other jobs (their times are inflated). ToW needs
 `retrain` rows (retraining without the class, `configs/digits-retrain.yaml`); where there are none it
 says so.
 
