@@ -200,6 +200,7 @@ python benchmarks/quality/bench_digits_classes.py --methods salun --classes 0-9 
 python benchmarks/quality/bench_digits_classes.py --methods oneshot,oneshot-codes,ga --classes 0-9 --seeds 0
 python benchmarks/quality/bench_digits_classes.py --methods rl,esd --classes 8,0,9 --seeds 0
 python benchmarks/quality/bench_digits_classes.py --methods salun-rum,salun-fisher --classes 8 --seeds 0
+python benchmarks/quality/bench_digits_classes.py --methods retrain --classes 8 --seeds 0
 ```
 
 Each row erases one class with the method's recipe (`RECIPES` in the script: oneshot is
