@@ -44,7 +44,9 @@ RECIPES = {  # method -> (config file, overrides); keys of other methods are dro
 }
 
 
-def recipe(method: str, forget: int, seed: int, output_dir: str) -> dict:
+def recipe_values(path: str, overrides: dict) -> dict:
+    """A config file with overrides; keys that the resulting method does not take (the file's own
+    method's) are dropped."""
     from dataclasses import fields
 
     from erasekit.api import EraseConfig
@@ -52,13 +54,15 @@ def recipe(method: str, forget: int, seed: int, output_dir: str) -> dict:
     from erasekit.erase.methods import get_method
     from erasekit.eval.suite import Sampling
 
-    path, overrides = RECIPES[method]
     values = {**load_yaml(ROOT / path), **overrides}
     config_cls = get_method(values["method"])[0]
     allowed = {f.name for cls in (EraseConfig, config_cls, Sampling) for f in fields(cls)} | {"method"}
-    values = {k: v for k, v in values.items() if k in allowed}
-    return {**values, "forget": [forget], "seed": seed, "output_dir": output_dir, "overwrite": True,
-            "evaluate": False}
+    return {k: v for k, v in values.items() if k in allowed}
+
+
+def recipe(method: str, forget: int, seed: int, output_dir: str) -> dict:
+    return {**recipe_values(*RECIPES[method]), "forget": [forget], "seed": seed, "output_dir": output_dir,
+            "overwrite": True, "evaluate": False}
 
 
 def samples(model, judge, n: int, eval_seed: int) -> dict:

@@ -39,18 +39,9 @@ def done_rows() -> list[dict]:
 
 
 def recipe(method: str) -> dict:
-    """The method's config file with its overrides; keys of the file's own method are dropped."""
-    from dataclasses import fields
+    from bench_digits_classes import recipe_values  # this folder is on sys.path when run as a script
 
-    from erasekit.api import EraseConfig
-    from erasekit.config import load_yaml
-    from erasekit.erase.methods import get_method
-    from erasekit.eval.suite import Sampling
-
-    path, overrides = RECIPES[method]
-    values = {**load_yaml(ROOT / path), **overrides}
-    allowed = {f.name for cls in (EraseConfig, get_method(values["method"])[0], Sampling) for f in fields(cls)}
-    return {k: v for k, v in values.items() if k in allowed | {"method"}}
+    return recipe_values(*RECIPES[method])
 
 
 def run(methods: list[str], seed: int) -> None:

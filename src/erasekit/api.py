@@ -270,10 +270,11 @@ def _train(cfg: Configs, staging: Path, base, base_fingerprint: str, accelerator
         staging.mkdir(parents=True, exist_ok=True)
     try:
         method = get_method(run.method)[1](cfg.method)
-        if run.forget_samples is not None and (method.edit is not None or not method.needs_images):
+        trained_on_data = method.edit is None and method.needs_images  # what stages and sample forgetting need
+        if run.forget_samples is not None and not trained_on_data:
             raise ConfigError(f"'forget_samples' unlearns training images, which needs a trained method with data; "
                               f"'{run.method}' is not one (use salun, rl, ga or retrain)")
-        if run.refine and (method.edit is not None or not method.needs_images):
+        if run.refine and not trained_on_data:
             raise ConfigError(f"'refine: {run.refine}' unlearns forget samples in stages, which needs a trained method "
                               f"with data; '{run.method}' is not one (use salun, rl, esd or ga)")
         with accelerator.main_process_first():  # the main process fills the data cache; the others read it
@@ -293,11 +294,9 @@ def _train(cfg: Configs, staging: Path, base, base_fingerprint: str, accelerator
         if method.mask is not None and accelerator.is_main_process:
             save_mask(method.mask, staging / "mask.safetensors", concept=concept["name"], overwrite=True,
                       base_fingerprint=base_fingerprint)
-        if refined is not None:
-            pass  # trained in stages above
-        elif method.edit is not None:
+        if refined is None and method.edit is not None:
             last = {"step": 0, **method.edit(denoiser, task)}
-        else:
+        elif refined is None:  # refined runs trained in stages above
             trainer = EraseTrainer(denoiser, method, task, run, staging, accelerator=accelerator)
             last = trainer.train()
             denoiser = trainer.denoiser
