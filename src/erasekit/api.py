@@ -69,7 +69,9 @@ class EraseConfig(TrainConfig):
         "help": "forget_samples: seed of the images picked (the same seed picks the same images for a retrain)"})
     refine: str | None = field(default=None, metadata={
         "help": "rum: unlearn the forget samples in low/medium/high-memorization thirds, in that order (RUM)"})
-    refine_proxy: str = field(default="cfg_gain", metadata={"help": "refine: memorization proxy that splits the set: cfg_gain or cond_magnitude"})
+    refine_proxy: str = field(default="cfg_gain", metadata={
+        "help": "refine: memorization proxy that splits the set: cfg_gain, cond_magnitude, training_loss (recorded by "
+                "train-base) or holdout (fine-tuning on the held-out digits)"})
     refine_draws: int = field(default=128, metadata={"help": "refine: noise draws per sample for the proxy"})
     refine_steps: list[int] | None = field(default=None, metadata={
         "help": "refine: steps for the low, medium and high subsets (0 skips one); null: max_steps each"})
@@ -93,11 +95,14 @@ class EraseConfig(TrainConfig):
         check(self.data_samples_per_class >= 1, "data_samples_per_class", self.data_samples_per_class, ">= 1")
 
     def _check_refine(self) -> None:
-        from .erase.memorization import PARTS, PROXIES
+        from .erase.memorization import ALL_PROXIES, PARTS
         from .erase.rum import RETAIN_MODES
 
         check(self.refine in (None, "rum"), "refine", self.refine, "rum or null")
-        check(self.refine_proxy in PROXIES, "refine_proxy", self.refine_proxy, f"one of {', '.join(PROXIES)}")
+        check(self.refine_proxy in ALL_PROXIES, "refine_proxy", self.refine_proxy, f"one of {', '.join(ALL_PROXIES)}")
+        if self.refine and self.refine_proxy in ("training_loss", "holdout"):
+            check(self.data == "digits", "data", self.data, f"'digits' with 'refine_proxy: {self.refine_proxy}' (it "
+                  f"needs the training split's positions and the held-out test split)")
         check(isinstance(self.refine_draws, int) and self.refine_draws >= 1, "refine_draws", self.refine_draws,
               "an integer >= 1")
         check(self.refine_retain in RETAIN_MODES, "refine_retain", self.refine_retain, f"one of {', '.join(RETAIN_MODES)}")

@@ -191,8 +191,8 @@ def cmd_memorization(args, rest) -> int:
     cfg = build_configs({"cmd": MemorizationConfig}, values, "command line", raw)["cmd"]
     record = run_memorization(cfg)
     counts = ", ".join(f"{name} {part['count']}" for name, part in record["parts"].items())
-    print(f"{len(record['samples'])} samples of classes {record['forget']} scored by {record['proxy']} "
-          f"({counts}) -> {cfg.output}")
+    what = f"prompts of {cfg.prompts}" if cfg.prompts else f"samples of classes {record['forget']}"
+    print(f"{len(record['samples'])} {what} scored by {record['proxy']} ({counts}) -> {cfg.output}")
     return 0
 
 
@@ -309,8 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--private", action="store_true", help="create the repo as private")
     p.add_argument("--include-mask", action="store_true",
                    help="also upload mask.safetensors (the delta already holds the bit-packed mask)")
-    command("memorization", "per-sample memorization proxy scores of a class's samples, split low/medium/high "
-            "(RUM): --model DIR --forget C --output scores.json", cmd_memorization, _memorization_groups)
+    command("memorization", "per-sample memorization proxy scores of a class's samples (--forget C) or a "
+            "text-to-image model's prompts (--prompts FILE), split low/medium/high (RUM): --model DIR --output "
+            "scores.json", cmd_memorization, _memorization_groups)
     p = command("train-base", "train the bundled base models: train-base digits | digits-t2i", cmd_train_base,
                 _train_base_groups)
     p.add_argument("name", help="recipe name: digits (class-conditional UNet and judge) or digits-t2i")

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from erasekit.api import EraseConfig
 from erasekit.cli import main
-from erasekit.erase.memorization import PROXIES, cfg_gain, partition
+from erasekit.erase.memorization import PROXIES, TRAINING_LOSSES, TrainingLosses, cfg_gain, partition
 from erasekit.erase.rum import refine, union_mask
 from erasekit.erase.saliency import SaliencyMask
 from erasekit.errors import ConfigError
@@ -43,6 +43,7 @@ class Run:
     seed: int = 0
     max_steps: int = 2
     refine_proxy: str = "cfg_gain"
+    pretrained_model_name_or_path: str = "unused"
     refine_draws: int = 2
     refine_steps: list | None = None
     refine_retain: str = "progressive"
@@ -68,14 +69,23 @@ def _rows(x: torch.Tensor) -> set:
 
 @pytest.mark.parametrize("retain, steps, proxy", [("progressive", None, "cfg_gain"), ("kept", None, "cfg_gain"),
                                                    ("progressive", [0, 2, 2], "cfg_gain"),
-                                                   ("progressive", [1, 1, 1], "cond_magnitude")])
+                                                   ("progressive", [1, 1, 1], "cond_magnitude"),
+                                                   ("progressive", [1, 1, 1], "training_loss")])
 def test_stages_unlearn_the_subsets_in_order_with_their_retain_sets(tiny_pipe, tiny_task, tmp_path, retain, steps,
                                                                      proxy):
     from erasekit.erase.trainer import make_accelerator
 
-    run = Run(refine_retain=retain, refine_steps=steps, refine_proxy=proxy)
+    run = Run(refine_retain=retain, refine_steps=steps, refine_proxy=proxy,
+              pretrained_model_name_or_path=str(tmp_path))
     forget_x, retain_x = tiny_task.forget_x.clone(), tiny_task.retain_x.clone()
-    scores = PROXIES[proxy](tiny_pipe.unet, tiny_task, forget_x, tiny_task.forget_c, run.seed, run.refine_draws)
+    if proxy == "training_loss":  # a record of the base's running losses, beside its weights
+        losses = torch.rand(tiny_task.data_count, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+        recorder = TrainingLosses(tiny_task.data_count)
+        recorder.add(torch.arange(tiny_task.data_count), losses)
+        recorder.save(tmp_path / TRAINING_LOSSES, {})
+        scores = losses[tiny_task.forget_index]
+    else:
+        scores = PROXIES[proxy](tiny_pipe.unet, tiny_task, forget_x, tiny_task.forget_c, run.seed, run.refine_draws)
     gains = cfg_gain(tiny_pipe.unet, tiny_task, forget_x, tiny_task.forget_c, run.seed, run.refine_draws)
     parts = partition(scores)
     Recorder.seen = []
@@ -137,6 +147,8 @@ def test_erase_with_rum_refinement_end_to_end(tmp_path):
     ({"refine": "rum", "refine_steps": [1, -1, 1]}, "refine_steps"),
     ({"refine": "rum", "refine_retain": "all"}, "refine_retain"),
     ({"refine": "rum", "checkpointing_steps": 5}, "checkpointing_steps"),
+    ({"refine": "rum", "refine_proxy": "holdout", "data": "generated"}, "data"),
+    ({"refine": "rum", "refine_proxy": "training_loss", "data": "generated"}, "data"),
 ])
 def test_bad_refine_settings_name_the_field(bad, field):
     with pytest.raises(ConfigError, match=f"'{field}'"):

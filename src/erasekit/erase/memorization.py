@@ -9,13 +9,20 @@ need leave-out retraining; a proxy ranks samples cheaply. The default proxy here
 how much the condition lowers the model's denoising loss on this very sample: a model that has learned
 a sample by heart predicts it well given its label or prompt, far better than unconditionally. The
 other proxy, `cond_magnitude`, is the size of the condition's part of the prediction (after Wen et al.,
-ICLR 2024), `E ||f(z_t | c) - f(z_t | null)||^2`.
+ICLR 2024), `E ||f(z_t | c) - f(z_t | null)||^2`. Two more need more than the model: `training_loss`,
+the running loss of each image over the base's own training (recorded by `erasekit train-base`), and
+`holdout`, how much an image's loss rises when the model is fine-tuned for a while on held-out data
+(memorized samples are the first to be forgotten; Jagielski et al. 2023, the "holdout retraining" proxy
+of Zhao et al.).
 """
 
 from __future__ import annotations
 
+import copy
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -25,6 +32,32 @@ from .fisher import stratified_levels
 from .tasks import ClassConditionalTask
 
 PARTS = ("low", "medium", "high")
+TRAINING_LOSSES = "training_losses.json"
+
+
+class TrainingLosses:
+    """The running training loss of every training image: the mean of its own conditional denoising
+    losses over the draws of a training run (`FinetuneMethod(..., recorder)`), with the number of draws.
+    Saved beside the weights that `erasekit train-base` writes, as `training_losses.json`."""
+
+    def __init__(self, count: int):
+        self.total = torch.zeros(count, dtype=torch.float64)
+        self.draws = torch.zeros(count, dtype=torch.long)
+
+    def add(self, index: torch.Tensor, losses: torch.Tensor) -> None:
+        self.total.index_add_(0, index.long(), losses.double())
+        self.draws.index_add_(0, index.long(), torch.ones_like(index, dtype=torch.long))
+
+    def means(self) -> torch.Tensor:
+        return self.total / self.draws.clamp(min=1)
+
+    def save(self, path, extra: dict) -> None:
+        from .. import __version__
+        from ..io import write_json
+
+        means = self.means()
+        write_json(path, {"erasekit_version": __version__, **extra, "count": len(means),
+                          "mean_loss": [round(float(v), 8) for v in means], "draws": self.draws.tolist()})
 
 
 def noisy_draws(task, x0: torch.Tensor, draws: int, seed: int, device, ids: Sequence[int] | None = None):
@@ -93,6 +126,49 @@ def cond_magnitude(denoiser: torch.nn.Module, task, x: torch.Tensor, c: torch.Te
     return branch_statistics(denoiser, task, x, c, seed, draws, batch_size)["difference"]
 
 
+def training_loss_scores(model: str, index: torch.Tensor, count: int) -> torch.Tensor:
+    """The running training losses that `erasekit train-base` recorded beside the model in `model`
+    (`training_losses.json`), at the training-set positions `index` of a `count`-image training set."""
+    from ..pipelines.loading import resolve_model_path
+
+    path = Path(resolve_model_path(model)) / TRAINING_LOSSES
+    if not path.is_file():
+        raise ConfigError(f"'{model}' has no {TRAINING_LOSSES}: the training_loss proxy reads the per-image losses "
+                          f"that `erasekit train-base digits` records while it trains; train the base with it, or "
+                          f"use --proxy cfg_gain")
+    try:
+        record = json.loads(path.read_text())
+        losses = torch.tensor(record["mean_loss"], dtype=torch.float64)
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"'{path}' is not a training-loss record ({err}); re-create it with "
+                          f"`erasekit train-base digits`") from None
+    if losses.ndim != 1 or len(losses) != count:
+        raise ConfigError(f"'{path}' holds {len(losses)} losses but the data has {count} training images; it was "
+                          f"recorded on other data (use data: digits, the split train-base trains on)")
+    return losses[index]
+
+
+def holdout_divergence(denoiser: torch.nn.Module, task, x: torch.Tensor, c: torch.Tensor, holdout_x: torch.Tensor,
+                       holdout_c: torch.Tensor, seed: int, draws: int = 8, batch_size: int = 32,
+                       steps: int = 200, learning_rate: float = 1e-4) -> torch.Tensor:
+    """How much each sample's conditional denoising error rises when a copy of the model is fine-tuned
+    for `steps` on held-out data (`holdout_x`, `holdout_c`; plain CFG training at batch 128 under
+    `seed`): `l_tuned(x0, c) - l(x0, c)` on the same noise draws. `denoiser` is not changed."""
+    import tempfile
+
+    from .methods import FinetuneConfig, FinetuneMethod
+    from .trainer import EraseTrainer, TrainConfig
+
+    before = branch_statistics(denoiser, task, x, c, seed, draws, batch_size, conditional_only=True)["conditional"]
+    tuned = copy.deepcopy(denoiser).train()
+    holdout = ClassConditionalTask(task.adapter, task.scheduler, holdout_x, holdout_c, forget=[])
+    config = TrainConfig(seed=seed, learning_rate=learning_rate, max_steps=steps, log_every=steps)
+    with tempfile.TemporaryDirectory(prefix="erasekit-holdout-") as work:
+        EraseTrainer(tuned, FinetuneMethod(FinetuneConfig(batch_size=128)), holdout, config, work).train()
+    after = branch_statistics(tuned.eval(), task, x, c, seed, draws, batch_size, conditional_only=True)["conditional"]
+    return after - before
+
+
 def partition(scores: torch.Tensor, parts: Sequence[str] = PARTS) -> dict[str, torch.Tensor]:
     """Indices of the samples in each part, by rank of score (ties by index): the lowest third is "low",
     and so on; part sizes differ by at most one."""
@@ -101,66 +177,176 @@ def partition(scores: torch.Tensor, parts: Sequence[str] = PARTS) -> dict[str, t
     return {name: idx for name, idx in zip(parts, split)}
 
 
+@torch.no_grad()
+def prompt_magnitude(denoiser: torch.nn.Module, adapter, scheduler, conditions: dict[str, torch.Tensor], seed: int,
+                     draws: int = 8, shape=None, null: int = 0) -> torch.Tensor:
+    """Wen et al.'s (ICLR 2024) memorization signal of each prompt at the first sampling step: on `draws`
+    pure-noise latents `z_T` (prompt k's seeded `seed + k`), `E ||f(z_T | p) - f(z_T | "")||^2`. A memorized
+    prompt pulls the prediction hard towards its training image from the very first step. `conditions`
+    holds one row per prompt of every conditioning tensor (`adapter.encode_prompts`); row `null` is the
+    empty prompt and gets no score. float64 on the host, one score per other row, in order."""
+    device = next(denoiser.parameters()).device
+    shape = shape or adapter.sample_shape()
+    rows = [k for k in range(len(next(iter(conditions.values())))) if k != null]
+    out = []
+    for k in rows:
+        z, t = adapter.pure_noise(scheduler, draws, shape, torch.Generator().manual_seed(seed + k))
+        ids = torch.cat([torch.full((draws,), k), torch.full((draws,), null)])
+        cond = {name: value[ids].to(device) for name, value in conditions.items()}
+        both = adapter.predict(denoiser, torch.cat([z, z]).to(device, denoiser.dtype), torch.cat([t, t]).to(device),
+                               cond).float()
+        with_p, without = both.chunk(2)
+        out.append((with_p - without).pow(2).flatten(1).mean(1).double().mean().cpu())
+    return torch.stack(out) if out else torch.empty(0, dtype=torch.float64)
+
+
 @dataclass
 class MemorizationConfig:
-    """`erasekit memorization`: per-sample proxy scores of a class-conditional model's forget samples."""
+    """`erasekit memorization`: per-sample proxy scores of a class-conditional model's forget samples, or
+    per-prompt scores of a text-to-image model's prompts."""
 
     model: str | None = field(default=None, metadata={"help": "model to score (directory, Hub id, bundled:NAME)"})
-    forget: list[int] = field(default_factory=list, metadata={"help": "classes whose samples are scored"})
+    forget: list[int] = field(default_factory=list, metadata={"help": "class-conditional: classes whose samples "
+                                                                      "are scored"})
+    prompts: str | None = field(default=None, metadata={"help": "text-to-image: a text file of prompts to score, one "
+                                                                "per line"})
     data: str = field(default="digits", metadata={"help": "digits (scikit-learn's) or generated"})
     data_samples_per_class: int = field(default=200, metadata={"help": "data: generated: images per class"})
-    proxy: str = field(default="cfg_gain", metadata={
-        "help": "cfg_gain: E[l(x0, null) - l(x0, c)]; cond_magnitude: E||f(z_t|c) - f(z_t|null)||^2 (Wen et al.)"})
-    draws: int = field(default=128, metadata={"help": "noise draws per sample (stratified noise levels)"})
+    proxy: str | None = field(default=None, metadata={
+        "help": "cfg_gain (default for classes): E[l(x0, null) - l(x0, c)]; cond_magnitude (the one for prompts): "
+                "E||f(z_t|c) - f(z_t|null)||^2 (Wen et al.); training_loss: the running loss train-base recorded; "
+                "holdout: the loss rise after fine-tuning on held-out data"})
+    draws: int = field(default=128, metadata={"help": "noise draws per sample or prompt"})
     batch_size: int = field(default=32, metadata={"help": "samples per forward pass (does not change scores)"})
     seed: int = field(default=0, metadata={"help": "noise seed"})
+    holdout_steps: int = field(default=200, metadata={"help": "holdout: fine-tuning steps on the held-out digits"})
+    holdout_lr: float = field(default=1e-4, metadata={"help": "holdout: fine-tuning learning rate"})
+    device: str | None = field(default=None, metadata={"help": "cpu, cuda, ...; null: cuda when there is one"})
     output: str = field(default="memorization.json", metadata={"help": "JSON path for the scores"})
     overwrite: bool = field(default=False, metadata={"help": "replace an existing output"})
 
     def __post_init__(self):
         if not self.model:
             raise ConfigError("'model' is missing; pass --model DIR_OR_ID")
-        check(isinstance(self.forget, list) and len(self.forget) > 0 and all(isinstance(c, int) for c in self.forget),
-              "forget", self.forget, "a non-empty list of class ids, e.g. --forget 8")
+        if self.prompts is not None:
+            check(isinstance(self.prompts, str) and Path(self.prompts).is_file(), "prompts", self.prompts,
+                  "a text file with one prompt per line")
+            check(self.forget == [], "forget", self.forget, "empty with --prompts (a text-to-image model's "
+                  "prompts are scored, not classes)")
+            self.proxy = self.proxy or "cond_magnitude"
+            check(self.proxy == "cond_magnitude", "proxy", self.proxy, "cond_magnitude with --prompts (the others "
+                  "need training images)")
+        else:
+            check(isinstance(self.forget, list) and len(self.forget) > 0
+                  and all(isinstance(c, int) and not isinstance(c, bool) for c in self.forget),
+                  "forget", self.forget, "a non-empty list of class ids, e.g. --forget 8 (or --prompts FILE for a "
+                  "text-to-image model)")
+            self.proxy = self.proxy or "cfg_gain"
         check(self.data in ("digits", "generated"), "data", self.data, "'digits' or 'generated'")
-        check(self.proxy in PROXIES, "proxy", self.proxy, f"one of {sorted(PROXIES)}")
-        for name in ("draws", "batch_size", "data_samples_per_class"):
+        check(self.proxy in ALL_PROXIES, "proxy", self.proxy, f"one of {', '.join(ALL_PROXIES)}")
+        for name in ("draws", "batch_size", "data_samples_per_class", "holdout_steps"):
             value = getattr(self, name)
-            check(isinstance(value, int) and value >= 1, name, value, "an integer >= 1")
+            check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, name, value,
+                  "an integer >= 1")
+        check(isinstance(self.holdout_lr, (int, float)) and not isinstance(self.holdout_lr, bool)
+              and 0 < self.holdout_lr < 1, "holdout_lr", self.holdout_lr, "a number in (0, 1), e.g. 1e-4")
+        if self.proxy in ("training_loss", "holdout"):
+            check(self.data == "digits", "data", self.data, f"'digits' with --proxy {self.proxy} (it needs the "
+                  f"training split's positions and the held-out test split)")
 
 
-PROXIES = {"cfg_gain": cfg_gain, "cond_magnitude": cond_magnitude}
+PROXIES = {"cfg_gain": cfg_gain, "cond_magnitude": cond_magnitude}  # from the model and noise draws alone
+ALL_PROXIES = (*PROXIES, "training_loss", "holdout")
+
+
+def read_prompt_lines(path: str) -> list[str]:
+    """The non-empty lines of a prompt file, stripped."""
+    try:
+        prompts = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"prompt file '{path}' cannot be read ({err}); fix 'prompts'") from None
+    if not prompts:
+        raise ConfigError(f"prompt file '{path}' has no prompt; write one prompt per line")
+    return prompts
+
+
+def forget_set_scores(proxy: str, denoiser: torch.nn.Module, task, model: str, seed: int, draws: int,
+                      batch_size: int = 32, holdout_steps: int = 200, holdout_lr: float = 1e-4) -> torch.Tensor:
+    """`proxy`'s score of every forget sample of a class-conditional `task` (built on the digits training
+    split for `training_loss` and `holdout`, whose held-out data is the digits test split); `model` is
+    where a recorded training loss is read."""
+    x, c = task.forget_x, task.forget_c
+    if proxy == "training_loss":
+        return training_loss_scores(model, task.forget_index, task.data_count)
+    if proxy == "holdout":
+        from ..pipelines.digits import load_digits_16
+
+        split = load_digits_16()
+        return holdout_divergence(denoiser, task, x, c, split.test_images, split.test_labels, seed, draws, batch_size,
+                                  holdout_steps, holdout_lr)
+    return PROXIES[proxy](denoiser, task, x, c, seed, draws, batch_size)
+
+
+def _score_classes(cfg: MemorizationConfig, pipe, adapter, device) -> tuple[torch.Tensor, list[dict], dict]:
+    from .class_data import load_class_data
+
+    forget = adapter.check_forget(cfg.forget)
+    images, labels = load_class_data(cfg, pipe)
+    task = ClassConditionalTask.for_pipeline(pipe, images, labels, forget=forget)
+    denoiser = adapter.denoiser.to(device).eval()
+    scores = forget_set_scores(cfg.proxy, denoiser, task, cfg.model, cfg.seed, cfg.draws, cfg.batch_size,
+                               cfg.holdout_steps, cfg.holdout_lr)
+    picked = task.forget_index
+    samples = [{"index": int(picked[k]), "label": int(labels[picked[k]])} for k in range(len(picked))]
+    extra = {"forget": forget, "data": cfg.data}
+    if cfg.proxy == "holdout":
+        extra.update(holdout_steps=cfg.holdout_steps, holdout_lr=cfg.holdout_lr)
+    return scores, samples, extra
+
+
+def _score_prompts(cfg: MemorizationConfig, adapter, device) -> tuple[torch.Tensor, list[dict], dict]:
+    prompts = read_prompt_lines(cfg.prompts)
+    for part in adapter.frozen_parts().values():
+        part.to(device)
+    denoiser = adapter.denoiser.to(device).eval()
+    resolution = adapter.default_resolution()
+    conditions = adapter.encode_prompts(["", *prompts], device, None, resolution)
+    scores = prompt_magnitude(denoiser, adapter, adapter.training_scheduler(), conditions, cfg.seed, cfg.draws,
+                              adapter.sample_shape(resolution))
+    return scores, [{"index": k, "prompt": p} for k, p in enumerate(prompts)], {"prompts": cfg.prompts,
+                                                                                   "resolution": resolution}
 
 
 def run_memorization(cfg: MemorizationConfig) -> dict:
-    """Score every forget-class sample, split the scores into low/medium/high and write them as JSON."""
+    """Score every forget-class sample (class-conditional models) or every prompt of `cfg.prompts`
+    (text-to-image models), split the scores into low/medium/high and write them as JSON."""
     from .. import __version__
     from ..io import check_output_free, portable, write_json
     from ..pipelines.adapters import adapter_for
     from ..pipelines.loading import load_any_pipeline
-    from .class_data import load_class_data
 
     check_output_free(cfg.output, cfg.overwrite, "output")
     pipe = load_any_pipeline(cfg.model)
     adapter = adapter_for(pipe)
-    if adapter.family != "class-conditional":
-        raise ConfigError(f"'{cfg.model}' is a {type(pipe).__name__}; `erasekit memorization` scores the samples "
-                          f"of class-conditional models")
-    forget = adapter.check_forget(cfg.forget)
-    images, labels = load_class_data(cfg, pipe)
-    picked = torch.nonzero(torch.isin(labels, torch.tensor(forget))).squeeze(1)
-    task = ClassConditionalTask.for_pipeline(pipe, images, labels, forget=forget)
-    denoiser = adapter.denoiser.eval()
-    scores = PROXIES[cfg.proxy](denoiser, task, images[picked], labels[picked], cfg.seed, cfg.draws, cfg.batch_size)
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if adapter.family == "class-conditional":
+        if cfg.prompts is not None:
+            raise ConfigError(f"'{cfg.model}' is a class-conditional {type(pipe).__name__}; score its classes with "
+                              f"--forget C instead of --prompts")
+        scores, samples, extra = _score_classes(cfg, pipe, adapter, device)
+    else:
+        if cfg.prompts is None:
+            raise ConfigError(f"'{cfg.model}' is a text-to-image {type(pipe).__name__}; give the prompts to score "
+                              f"with --prompts FILE (one per line)")
+        scores, samples, extra = _score_prompts(cfg, adapter, device)
     parts = partition(scores)
     part_of = {int(i): name for name, idx in parts.items() for i in idx}
     record = {
-        "erasekit_version": __version__, "model": portable(cfg.model), "forget": forget, "data": cfg.data,
+        "erasekit_version": __version__, "model": portable(cfg.model), **extra,
         "proxy": cfg.proxy, "draws": cfg.draws, "seed": cfg.seed,
         "parts": {name: {"count": len(idx), "score_min": float(scores[idx].min()) if len(idx) else None,
                          "score_max": float(scores[idx].max()) if len(idx) else None} for name, idx in parts.items()},
-        "samples": [{"index": int(picked[k]), "label": int(labels[picked[k]]), "score": float(scores[k]),
-                     "part": part_of[k]} for k in range(len(picked))],
+        "samples": [{**sample, "score": float(scores[k]), "part": part_of[k]} for k, sample in enumerate(samples)],
     }
     write_json(cfg.output, record, overwrite=cfg.overwrite)
     return record

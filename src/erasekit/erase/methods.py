@@ -21,7 +21,7 @@ import torch
 from ..config import check
 from ..errors import ConfigError
 from .fisher import FisherSettings, fisher_scores
-from .objectives import cfg_guided_loss, diffusion_loss, remap_loss
+from .objectives import cfg_guided_loss, diffusion_loss, mse, remap_loss
 from .saliency import SaliencyMask, compute_saliency_mask, parameters_in_scope, select_top_ratio
 from .tasks import ConditionTask, Sampler
 
@@ -133,14 +133,24 @@ class FinetuneConfig:
 
 
 class FinetuneMethod(Method):
-    def __init__(self, config: FinetuneConfig):
+    """Plain CFG diffusion training on the retain set. With a `recorder` (e.g. `TrainingLosses`), every
+    conditional draw's own loss is passed to `recorder.add(retain positions, losses)`; the batch's loss
+    and the optimisation are unchanged."""
+
+    def __init__(self, config: FinetuneConfig, recorder=None):
         self.config = config
+        self.recorder = recorder
 
     def compute_loss(self, denoiser, sampler: Sampler) -> tuple[torch.Tensor, dict[str, Any]]:
         batch = sampler.retain(self.config.batch_size)
         noisy = sampler.noisy(batch.x0)
         cond = sampler.drop(batch.cond, self.config.label_dropout)
-        loss = diffusion_loss(lambda z, t, c: sampler.task.predict(denoiser, z, t, c), noisy, cond)
+        pred = sampler.task.predict(denoiser, noisy.z_t, noisy.t, cond)
+        loss = mse(pred, noisy.target)  # = diffusion_loss, with the prediction kept for the recorder
+        if self.recorder is not None:
+            kept = (cond != sampler.task.null_cond(cond)).cpu()
+            each = (pred.detach().float() - noisy.target.float()).pow(2).flatten(1).mean(1).cpu()
+            self.recorder.add(batch.index[kept], each[kept])
         return loss, {"loss": loss.item()}
 
 

@@ -25,13 +25,14 @@ def concat_cond(a: Any, b: Any) -> Any:
     return torch.cat([a, b])
 
 
-def _mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The mean squared error in float32, whatever the prediction's dtype."""
     return F.mse_loss(pred.float(), target.float())
 
 
 def diffusion_loss(predict: Predict, noisy: NoisyBatch, cond: Any) -> torch.Tensor:
     """The ordinary denoising loss `||target - f(z_t | c)||^2` (Ho et al. 2020, Eq. 14)."""
-    return _mse(predict(noisy.z_t, noisy.t, cond), noisy.target)
+    return mse(predict(noisy.z_t, noisy.t, cond), noisy.target)
 
 
 def cfg_guided_loss(predict: Predict, noisy: NoisyBatch, cond: Any, null_cond: Any, w: float) -> torch.Tensor:
@@ -40,11 +41,11 @@ def cfg_guided_loss(predict: Predict, noisy: NoisyBatch, cond: Any, null_cond: A
     z2 = torch.cat([noisy.z_t, noisy.z_t])
     t2 = torch.cat([noisy.t, noisy.t])
     cond_pred, null_pred = predict(z2, t2, concat_cond(cond, null_cond)).chunk(2)
-    return _mse((1 + w) * cond_pred - w * null_pred, noisy.target)
+    return mse((1 + w) * cond_pred - w * null_pred, noisy.target)
 
 
 def remap_loss(predict: Predict, noisy: NoisyBatch, cond: Any, anchor_cond: Any) -> torch.Tensor:
     """Random-label remapping (Fan et al. 2024, Eq. 7): pull `f(z_t | c_f)` to `stopgrad(f(z_t | c'))`."""
     with torch.no_grad():
         anchor = predict(noisy.z_t, noisy.t, anchor_cond).detach()
-    return _mse(predict(noisy.z_t, noisy.t, cond), anchor)
+    return mse(predict(noisy.z_t, noisy.t, cond), anchor)

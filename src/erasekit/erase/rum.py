@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from .memorization import PARTS, PROXIES, denoising_errors, partition
+from .memorization import PARTS, denoising_errors, forget_set_scores, partition
 from .saliency import SaliencyMask
 
 logger = logging.getLogger(__name__)
@@ -68,7 +68,8 @@ def refine(denoiser, make_method, task, run, staging, accelerator, shard, teache
     forget_x, forget_c = task.forget_x, task.forget_c
     retain_x, retain_c = task.retain_x, task.retain_c
     denoiser.eval()
-    scores = PROXIES[run.refine_proxy](denoiser, task, forget_x, forget_c, run.seed, run.refine_draws)
+    scores = forget_set_scores(run.refine_proxy, denoiser, task, run.pretrained_model_name_or_path, run.seed,
+                               run.refine_draws)
     parts = partition(scores)
     probe = torch.randperm(len(retain_c), generator=torch.Generator().manual_seed(run.seed))[:RETAIN_PROBE]
     subsets = {name: (forget_x[idx], forget_c[idx], idx) for name, idx in parts.items()}

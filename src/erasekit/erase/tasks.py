@@ -21,6 +21,7 @@ from ..pipelines.adapters import Adapter, NoisyBatch
 class Batch:
     x0: torch.Tensor
     cond: torch.Tensor
+    index: torch.Tensor | None = None  # positions in the split drawn from, where a draw has them
 
 
 class ConditionTask:
@@ -81,7 +82,7 @@ class ConditionTask:
         if len(c) == 0:
             raise ValueError("no samples in this split; check the forget/retain concept and the data")
         idx = torch.randint(0, len(c), (n,), generator=generator)
-        return Batch(x[idx].to(device), c[idx].to(device))
+        return Batch(x[idx].to(device), c[idx].to(device), idx)
 
     def forget_batch(self, n: int, generator: torch.Generator, device="cpu") -> Batch:
         return self._draw(self.forget_x, self.forget_c, n, generator, device)
@@ -157,6 +158,8 @@ class ClassConditionalTask(ConditionTask):
         else:
             anchors = kept
         self.kept = kept
+        self.forget_index = torch.nonzero(is_forget).squeeze(1)  # positions in `images` (training-loss records)
+        self.data_count = len(labels)
         super().__init__(adapter, scheduler, images[is_forget], labels[is_forget], images[~is_forget],
                          labels[~is_forget], anchors, null=num_classes, sample_shape=adapter.sample_shape())
 
@@ -182,6 +185,7 @@ class SampleTask(ClassConditionalTask):
         is_forget = torch.zeros(len(labels), dtype=torch.bool)
         is_forget[forget_index] = True
         self.forget_index = forget_index
+        self.data_count = len(labels)
         self.forget = sorted({int(c) for c in labels[is_forget]})
         self.kept = list(range(num_classes))
         ConditionTask.__init__(self, adapter, scheduler, images[is_forget], labels[is_forget], images[~is_forget],

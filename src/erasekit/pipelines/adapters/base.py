@@ -127,6 +127,11 @@ class Adapter:
             raise ValueError(f"unsupported prediction_type {kind!r}")
         return NoisyBatch(z_t, t, target)
 
+    def pure_noise(self, scheduler, n: int, shape, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """`n` latents of `shape` where sampling starts, `z_T ~ N(0, I)`, with the first timestep `T - 1`."""
+        z = torch.randn((n, *shape), generator=generator, dtype=torch.float32)
+        return z, torch.full((n,), scheduler.config.num_train_timesteps - 1, dtype=torch.long)
+
     # -- conditions --------------------------------------------------------------------------------
     def encode_prompts(self, prompts: Sequence[str], device, dtype, resolution: int) -> dict[str, torch.Tensor]:
         """One row per prompt of every conditioning tensor the denoiser takes, float32 on the host."""

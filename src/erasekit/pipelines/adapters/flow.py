@@ -29,6 +29,10 @@ class FlowMatchingAdapter(Adapter):
 
         return FlowMatchEulerDiscreteScheduler.from_config(self.pipe.scheduler.config)
 
+    def pure_noise(self, scheduler, n: int, shape, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        z = torch.randn((n, *shape), generator=generator, dtype=torch.float32)
+        return z, torch.full((n,), float(scheduler.sigmas.max()) * scheduler.config.num_train_timesteps)
+
     def noise_and_target(self, scheduler, x0: torch.Tensor, generator: torch.Generator,
                          levels: torch.Tensor | None = None) -> NoisyBatch:
         n = x0.shape[0]
