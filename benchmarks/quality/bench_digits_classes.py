@@ -41,6 +41,8 @@ RECIPES = {  # method -> (config file, overrides); keys of other methods are dro
     "oneshot-codes": ("configs/digits-oneshot.yaml", {"inputs": "codes"}),
     "salun-fisher": ("configs/digits.yaml", {"saliency": "fisher"}),
     "salun-rum": ("configs/digits.yaml", {"refine": "rum", "refine_steps": [100, 100, 100]}),
+    "salun-rum-cfg_gain": ("configs/digits.yaml", {"refine": "rum", "refine_steps": [100, 100, 100],
+                                                   "refine_proxy": "cfg_gain"}),
 }
 
 
@@ -203,14 +205,17 @@ produced by
 python benchmarks/quality/bench_digits_classes.py --methods salun --classes 0-9 --seeds 0,1,2
 python benchmarks/quality/bench_digits_classes.py --methods oneshot,oneshot-codes,ga --classes 0-9 --seeds 0
 python benchmarks/quality/bench_digits_classes.py --methods rl,esd --classes 8,0,9 --seeds 0
-python benchmarks/quality/bench_digits_classes.py --methods salun-rum,salun-fisher --classes 8 --seeds 0
+python benchmarks/quality/bench_digits_classes.py --methods salun-rum-cfg_gain,salun-fisher --classes 8 --seeds 0
 python benchmarks/quality/bench_digits_classes.py --methods retrain --classes 8 --seeds 0
+python benchmarks/quality/bench_digits_classes.py --methods salun-rum --classes 8 --seeds 0
 ```
 
 Each row erases one class with the method's recipe (`RECIPES` in the script: oneshot is
 `configs/digits-oneshot.yaml`, oneshot-codes the same with `inputs: codes`, salun-fisher
 `configs/digits.yaml` with `saliency: fisher`, salun-rum the same recipe refined by RUM with 100 steps per
-subset, `refine: rum`), then judges 50 samples per
+subset, `refine: rum`, split by the default proxy `loss`; salun-rum-cfg_gain the same split by the CFG
+gain, the default before benchmarks/quality/memorization.md showed that it ranks memorization
+inversely), then judges 50 samples per
 class (DDIM 50 steps, guidance 3, seeds `1234 + 50 c + i`) with the bundled CNN. RA drop is against the
 base on the same samples; FD is the retain Fréchet distance to real kept-class digits in the judge's
 features. The noisy retain share is the share of retain samples whose total variation exceeds the

@@ -29,6 +29,8 @@ RECIPES = {  # method -> (config file, overrides)
     "rl": ("configs/digits-samples.yaml", {"method": "rl"}),
     "ga": ("configs/digits-samples.yaml", {"method": "ga", "max_steps": 30}),
     "salun-rum": ("configs/digits-samples.yaml", {"refine": "rum", "refine_steps": [0, 150, 150]}),
+    "salun-rum-cfg_gain": ("configs/digits-samples.yaml", {"refine": "rum", "refine_steps": [0, 150, 150],
+                                                           "refine_proxy": "cfg_gain"}),
     "retrain": ("configs/digits-retrain.yaml", {"forget": [], "forget_samples": 0.1}),
 }
 KEYS = ("mia_auc", "mia_auc_retain", "loss_forget", "loss_retain", "loss_test")
@@ -104,11 +106,14 @@ Written by `python benchmarks/quality/bench_digits_samples.py --report` from
 `benchmarks/results/quality-digits-samples.jsonl` (2-core CPU, rows run one at a time). Rows were produced by
 
 ```bash
-python benchmarks/quality/bench_digits_samples.py --methods retrain,salun,rl,ga,salun-rum --seed 0
+python benchmarks/quality/bench_digits_samples.py --methods retrain,salun,rl,ga,salun-rum-cfg_gain --seed 0
+python benchmarks/quality/bench_digits_samples.py --methods salun-rum --seed 0
 ```
 
 Every method forgets the same 144 of the 1,437 training digits (`forget_samples: 0.1`, seed 0; recipes in
-`RECIPES`: configs/digits-samples.yaml, rl and ga on it, salun-rum with `refine_steps: [0, 150, 150]`,
+`RECIPES`: configs/digits-samples.yaml, rl and ga on it, salun-rum with `refine_steps: [0, 150, 150]` and the
+default proxy `loss`, salun-rum-cfg_gain the same split by the CFG gain (the default before the ground-truth
+benchmark showed it ranks memorization inversely, benchmarks/quality/memorization.md),
 retrain = configs/digits-retrain.yaml on the same images). The membership test scores each image by its
 mean denoising loss under its own label (16 noise draws): AUC forget vs the 360 held-out test images is
 the attack's success (retrain's is the target), AUC retain vs test is the model's own generalisation gap.

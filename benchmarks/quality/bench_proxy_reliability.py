@@ -30,7 +30,8 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def proxies(stats: dict) -> dict:
-    return {"cfg_gain": stats["unconditional"] - stats["conditional"], "cond_magnitude": stats["difference"]}
+    return {"loss": stats["conditional"], "cfg_gain": stats["unconditional"] - stats["conditional"],
+            "cond_magnitude": stats["difference"]}
 
 
 def main() -> None:

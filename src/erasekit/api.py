@@ -69,9 +69,9 @@ class EraseConfig(TrainConfig):
         "help": "forget_samples: seed of the images picked (the same seed picks the same images for a retrain)"})
     refine: str | None = field(default=None, metadata={
         "help": "rum: unlearn the forget samples in low/medium/high-memorization thirds, in that order (RUM)"})
-    refine_proxy: str = field(default="cfg_gain", metadata={
-        "help": "refine: memorization proxy that splits the set: cfg_gain, cond_magnitude, training_loss (recorded by "
-                "train-base) or holdout (fine-tuning on the held-out digits)"})
+    refine_proxy: str = field(default="loss", metadata={
+        "help": "refine: memorization proxy that splits the set: loss (the base's own denoising loss), cfg_gain, "
+                "cond_magnitude, training_loss (recorded by train-base) or holdout (fine-tuning on the held-out digits)"})
     refine_draws: int = field(default=128, metadata={"help": "refine: noise draws per sample for the proxy"})
     refine_steps: list[int] | None = field(default=None, metadata={
         "help": "refine: steps for the low, medium and high subsets (0 skips one); null: max_steps each"})

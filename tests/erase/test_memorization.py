@@ -30,8 +30,8 @@ from erasekit.pipelines.loading import bundled_path
 
 
 def _reference(denoiser, task, x, c, seed, draws, proxy="cfg_gain"):
-    """One sample and one draw at a time, averaged over draws: l(null) - l(c) with the same noisy input
-    (cfg_gain), or the mean squared difference of the two predictions (cond_magnitude)."""
+    """One sample and one draw at a time, averaged over draws: l(c) (loss), l(null) - l(c) with the same
+    noisy input (cfg_gain), or the mean squared difference of the two predictions (cond_magnitude)."""
     levels = stratified_levels(draws)
     out = []
     with torch.no_grad():
@@ -43,7 +43,9 @@ def _reference(denoiser, task, x, c, seed, draws, proxy="cfg_gain"):
                 z, t, target = noisy.z_t[j:j + 1], noisy.t[j:j + 1], noisy.target[j:j + 1]
                 cond = c[i:i + 1]
                 with_c, without = task.predict(denoiser, z, t, cond), task.predict(denoiser, z, t, task.null_cond(cond))
-                if proxy == "cfg_gain":
+                if proxy == "loss":
+                    total += float((with_c - target).pow(2).mean())
+                elif proxy == "cfg_gain":
                     total += float((without - target).pow(2).mean() - (with_c - target).pow(2).mean())
                 else:
                     total += float((with_c - without).pow(2).mean())
@@ -75,7 +77,7 @@ def test_the_memorization_command_writes_scores_and_parts(tmp_path, capsys):
     args = ["memorization", "--model", "bundled:digits-cfg", "--forget", "8", "--draws", "2", "--output", str(out)]
     assert main(args) == 0
     record = json.loads(out.read_text())
-    assert record["proxy"] == "cfg_gain" and record["forget"] == [8] and record["draws"] == 2
+    assert record["proxy"] == "loss" and record["forget"] == [8] and record["draws"] == 2
     samples = record["samples"]
     assert len(samples) == sum(p["count"] for p in record["parts"].values()) > 100
     assert all(s["label"] == 8 for s in samples)
@@ -86,7 +88,7 @@ def test_the_memorization_command_writes_scores_and_parts(tmp_path, capsys):
 
 @pytest.mark.parametrize("bad, field", [
     ({"forget": []}, "forget"), ({"forget": ["8"]}, "forget"), ({"data": "mnist"}, "data"),
-    ({"proxy": "loss"}, "proxy"), ({"draws": 0}, "draws"), ({"batch_size": 1.5}, "batch_size"),
+    ({"proxy": "memorized"}, "proxy"), ({"draws": 0}, "draws"), ({"batch_size": 1.5}, "batch_size"),
     ({"model": None}, "model"), ({"holdout_steps": 0}, "holdout_steps"), ({"holdout_lr": 0}, "holdout_lr"),
     ({"holdout_lr": "fast"}, "holdout_lr"), ({"proxy": "holdout", "data": "generated"}, "data"),
     ({"proxy": "training_loss", "data": "generated"}, "data"),

@@ -70,6 +70,7 @@ def _rows(x: torch.Tensor) -> set:
 @pytest.mark.parametrize("retain, steps, proxy", [("progressive", None, "cfg_gain"), ("kept", None, "cfg_gain"),
                                                    ("progressive", [0, 2, 2], "cfg_gain"),
                                                    ("progressive", [1, 1, 1], "cond_magnitude"),
+                                                   ("kept", [1, 1, 1], "loss"),
                                                    ("progressive", [1, 1, 1], "training_loss")])
 def test_stages_unlearn_the_subsets_in_order_with_their_retain_sets(tiny_pipe, tiny_task, tmp_path, retain, steps,
                                                                      proxy):
@@ -141,7 +142,7 @@ def test_erase_with_rum_refinement_end_to_end(tmp_path):
 
 
 @pytest.mark.parametrize("bad, field", [
-    ({"refine": "rum2"}, "refine"), ({"refine": "rum", "refine_proxy": "loss"}, "refine_proxy"),
+    ({"refine": "rum2"}, "refine"), ({"refine": "rum", "refine_proxy": "memorized"}, "refine_proxy"),
     ({"refine": "rum", "refine_draws": 0}, "refine_draws"), ({"refine": "rum", "refine_steps": [1, 2]}, "refine_steps"),
     ({"refine": "rum", "refine_steps": [0, 0, 0]}, "refine_steps"),
     ({"refine": "rum", "refine_steps": [1, -1, 1]}, "refine_steps"),
