@@ -13,7 +13,7 @@ three paraphrases of d never used in erasure. The bundled CNN judges them:
 There is no retrained digits-t2i reference, so no ToW. Rows are appended to a JSON-lines file as they
 finish (a long run resumes); `--report` writes benchmarks/quality/t2i.md.
 
-    python benchmarks/quality/bench_digits_t2i.py --methods salun,esd,uce,rl,ga --digits 1,7,8
+    python benchmarks/quality/bench_digits_t2i.py --methods salun,salun-random,esd,uce,rl,ga --digits 7,8
     python benchmarks/quality/bench_digits_t2i.py --report
 """
 
@@ -37,8 +37,9 @@ WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
 EVAL_TEMPLATES = ["a handwritten digit {}", "the digit {}"]
 PARAPHRASES = ["a handwritten {}", "a {} written in ink", "the number {} written by hand"]
 RECIPES = {  # method -> overrides of configs/digits-t2i.yaml; keys of other methods are dropped
-    "salun": {},
-    "rl": {"method": "rl"},
+    "salun": {},  # the recipe as shipped: remap: farthest
+    "salun-random": {"remap": "random"},  # SalUn's random anchor per sample (the recipe before)
+    "rl": {"method": "rl", "remap": "random"},  # as SalUn's ablation: no mask, random anchors
     "esd": {"method": "esd", "scope": "xattn", "negative_guidance": 1.0},
     "ga": {"method": "ga", "max_steps": 30},
     "uce": {"method": "uce"},
@@ -161,14 +162,18 @@ def report() -> None:
         f"`benchmarks/results/quality-digits-t2i.jsonl` (runs of {', '.join(dates) or 'n/a'}, 2-core CPU). "
         "The method and the recipes are in the script's docstring; the images per digit are "
         f"{rows[0]['images'] if rows else 'n/a'}, and the UA of the base model is its share of d's images "
-        "that the judge does not read as d:", "", *base_rows, "", *lines, ""])
+        "that the judge does not read as d (a paraphrase UA near the base's says little: the base itself "
+        "rarely draws d from those prompts):", "", *base_rows, "", *lines, "",
+        "\"erase s\" includes generating the forget and retain images for the first training-based row of each "
+        "digit in each invocation (later rows reuse them), and some rows ran while tests shared the two cores: "
+        "the times compare methods only roughly.", ""])
     (Path(__file__).parent / "t2i.md").write_text(text)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--methods", default="salun,esd,uce,rl,ga")
-    parser.add_argument("--digits", default="1,7,8")
+    parser.add_argument("--methods", default="salun,salun-random,esd,uce,rl,ga")
+    parser.add_argument("--digits", default="7,8")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--images", type=int, default=20, help="per digit, over the two prompt templates")
     parser.add_argument("--report", action="store_true")

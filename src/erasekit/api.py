@@ -127,7 +127,7 @@ class EraseResult:
 
 # Keys that apply to one model family only; a key of the other family is refused, never ignored.
 CLASS_CONDITIONAL_KEYS = ("forget", "forget_samples", "forget_samples_seed", "data", "data_samples_per_class",
-                          "target_label", "remap", "refine",
+                          "target_label", "refine",
                           "refine_proxy", "refine_draws", "refine_steps", "refine_retain",
                           *(f.name for f in fields(Sampling)))
 TEXT_TO_IMAGE_KEYS = tuple(f.name for f in fields(TextConceptConfig))
@@ -242,8 +242,14 @@ def _build_task(cfg: Configs, base, denoiser, accelerator, base_fingerprint: str
     task = build_text_task(base, cfg.concept, cfg.run.seed, accelerator.device,
                            torch_dtype(accelerator.mixed_precision), base_fingerprint, images)
     base.to("cpu")
+    anchor_prompts = cfg.concept.anchor_prompts
+    if getattr(cfg.method, "remap", "random") == "farthest":
+        from .erase.tasks import farthest_anchor
+
+        anchor_prompts = [farthest_anchor(task)]
+        logger.info(f"remap: farthest: every forget sample is remapped to '{anchor_prompts[0]}'")
     concept = {"name": ", ".join(cfg.concept.forget_prompts), "forget_prompts": cfg.concept.forget_prompts,
-               "anchor_prompts": cfg.concept.anchor_prompts,
+               "anchor_prompts": anchor_prompts,
                "retain_prompts": cfg.concept.retain_prompts or cfg.concept.anchor_prompts}
     return task, concept
 

@@ -171,3 +171,37 @@ def test_scope_presets_on_flow_matching_transformers(build):
     assert set(xattn) < set(attn) and all(".attn." in n for n in attn)
     assert not any("norm" in n for n in parameters_in_scope(transformer, "no-norm", presets))
     assert len(parameters_in_scope(transformer, "all", presets)) == len(list(transformer.parameters()))
+
+
+def test_farthest_anchor_keeps_the_anchor_prompt_whose_images_are_farthest():
+    from erasekit.erase.tasks import ConditionTask, farthest_anchor
+    from erasekit.errors import ConfigError
+
+    adapter = adapter_for(tiny_sd_pipeline())
+    forget_x = torch.zeros(3, 4, 4, 4)
+    near, far = torch.full((2, 4, 4, 4), 0.5), torch.full((2, 4, 4, 4), -2.0)
+    table = ["", "a photo of a church", "a photo of a house", "a photo of a tree"]
+
+    def task(retain_c):
+        return ConditionTask(adapter, adapter.training_scheduler(), forget_x, torch.tensor([1, 1, 1]),
+                             torch.cat([near, far]), torch.tensor(retain_c), anchors=[2, 3], null=0,
+                             prompt_table=table)
+
+    chosen = task([2, 2, 3, 3])
+    assert farthest_anchor(chosen) == "a photo of a tree" and chosen.anchors.tolist() == [3]
+    swapped = task([3, 3, 2, 2])
+    assert farthest_anchor(swapped) == "a photo of a house" and swapped.anchors.tolist() == [2]
+    with pytest.raises(ConfigError, match="'remap: farthest'.*retain_prompts"):
+        farthest_anchor(task([4, 4, 4, 4]))  # retain images of other prompts only
+
+
+def test_remap_farthest_erases_towards_one_anchor_prompt(tmp_path, monkeypatch):
+    monkeypatch.setenv("ERASEKIT_CACHE", str(tmp_path / "cache"))
+    base_dir = tmp_path / "base"
+    tiny_sd_pipeline().save_pretrained(base_dir)
+    erasekit.erase(pretrained_model_name_or_path=str(base_dir), output_dir=str(tmp_path / "erased"), remap="farthest",
+                   evaluate=False, **CONCEPT)
+    record = json.loads((tmp_path / "erased" / "erasure.json").read_text())
+    anchors = record["concept"]["anchor_prompts"]
+    assert len(anchors) == 1 and anchors[0] in CONCEPT["anchor_prompts"]
+    assert record["config"]["method"]["remap"] == "farthest"

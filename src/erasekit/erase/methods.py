@@ -86,8 +86,8 @@ class RLConfig:
     label_dropout: float = field(default=0.1, metadata={"help": "CFG null-label rate in the retain loss"})
     target_label: int | None = field(default=None, metadata={"help": "fixed remap class (overrides remap)"})
     remap: str = field(default="random", metadata={
-        "help": "class-conditional remap target: random (a kept class per sample, as SalUn) or farthest (the kept "
-                "class whose mean image is farthest from the forget class)"})
+        "help": "remap target: random (a kept class or anchor prompt per sample, as SalUn) or farthest (the one kept "
+                "class, or anchor prompt, whose mean training image is farthest from the forget concept's)"})
     scope: str = field(default="all", metadata={"help": "regex or preset (all, xattn, attn, no-norm) of trained weights"})
 
     def __post_init__(self):

@@ -39,11 +39,13 @@ class ConditionTask:
             that work on the conditions alone, such as UCE).
         sample_shape: the shape of one sample in the denoiser's input space (needed when the task holds
             no images, e.g. for mnemonic codes); by default that of the first image.
+        prompt_table: text models: the prompt of each condition id.
     """
 
     def __init__(self, adapter: Adapter, scheduler, forget_x, forget_c, retain_x, retain_c, anchors: Sequence[int],
                  null: int, table: dict[str, torch.Tensor] | None = None,
-                 prompt_ids: dict[str, list[int]] | None = None, sample_shape: Sequence[int] | None = None):
+                 prompt_ids: dict[str, list[int]] | None = None, sample_shape: Sequence[int] | None = None,
+                 prompt_table: Sequence[str] | None = None):
         if len(anchors) == 0:
             raise ValueError("no anchor condition to remap the forget concept to")
         self.adapter, self.scheduler = adapter, scheduler
@@ -53,6 +55,7 @@ class ConditionTask:
         self.null = null
         self.table = table
         self.prompt_ids = prompt_ids or {}
+        self.prompt_table = list(prompt_table) if prompt_table is not None else None
         held = forget_x if len(forget_x) else retain_x
         self.sample_shape = tuple(sample_shape) if sample_shape is not None else tuple(held.shape[1:])
 
@@ -211,3 +214,21 @@ def farthest_class(images: torch.Tensor, labels: torch.Tensor, forget: Sequence[
         raise ValueError("no kept class has data to remap to")
     distance = [float((flat[labels == c].mean(0) - forget_mean).norm()) for c in present]
     return present[max(range(len(present)), key=lambda i: (distance[i], -present[i]))]
+
+
+def farthest_anchor(task: ConditionTask) -> str:
+    """Text-to-image `remap: farthest`: keep, of the task's anchor prompts, only the one whose images
+    (its retain samples, in the denoiser's input space) have the mean farthest from the forget
+    samples' mean, as `farthest_class` does for labels, and return that prompt."""
+    from ..errors import ConfigError
+
+    anchors = [int(a) for a in task.anchors]
+    if not any((task.retain_c == a).any() for a in anchors) or len(task.forget_c) == 0:
+        raise ConfigError("'remap: farthest' picks the anchor prompt whose images are farthest from the forget "
+                          "images, but the anchors have no images; leave 'retain_prompts' empty (the anchors are "
+                          "then the retain data) or use remap: random")
+    images = torch.cat([task.forget_x, task.retain_x])
+    labels = torch.cat([task.forget_c, task.retain_c])
+    chosen = farthest_class(images, labels, sorted({int(c) for c in task.forget_c}), anchors)
+    task.anchors = torch.tensor([chosen], dtype=torch.long)
+    return task.prompt_table[chosen]

@@ -161,4 +161,4 @@ def build_text_task(pipe, concept: TextConceptConfig, seed: int, device, dtype, 
                   "anchor": [index[p] for p in concept.anchor_prompts], "retain": [index[p] for p in retain_prompts]}
     return ConditionTask(adapter, adapter.training_scheduler(), latents["forget"], ids["forget"], latents["retain"],
                          ids["retain"], anchors=prompt_ids["anchor"], null=0, table=conditions, prompt_ids=prompt_ids,
-                         sample_shape=adapter.sample_shape(resolution))
+                         sample_shape=adapter.sample_shape(resolution), prompt_table=table)
