@@ -208,6 +208,7 @@ python benchmarks/quality/bench_digits_classes.py --methods rl,esd --classes 8,0
 python benchmarks/quality/bench_digits_classes.py --methods salun-rum-cfg_gain,salun-fisher --classes 8 --seeds 0
 python benchmarks/quality/bench_digits_classes.py --methods retrain --classes 8 --seeds 0
 python benchmarks/quality/bench_digits_classes.py --methods retrain --classes 0,9 --seeds 0
+python benchmarks/quality/bench_digits_classes.py --methods retrain --classes 1 --seeds 0
 python benchmarks/quality/bench_digits_classes.py --methods salun-rum --classes 8 --seeds 0
 ```
 
