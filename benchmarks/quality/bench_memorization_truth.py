@@ -74,13 +74,9 @@ def train(names: list[str]) -> None:
         print(f"{name}: trained without {len(dropped)} images in {time.time() - started:.0f} s", flush=True)
 
 
-def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    ra, rb = (torch.argsort(torch.argsort(v)).double() for v in (a, b))
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    return float((ra * rb).sum() / (ra.norm() * rb.norm()))
-
-
 def score(draws: int, holdout_steps: int) -> None:
+    from bench_proxy_reliability import spearman  # this folder is on sys.path when run as a script
+
     from erasekit.erase.memorization import TRAINING_LOSSES, branch_statistics, holdout_divergence
     from erasekit.erase.tasks import ClassConditionalTask
     from erasekit.pipelines.digits import load_digits_16
