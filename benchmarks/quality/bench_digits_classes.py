@@ -31,18 +31,20 @@ import torch
 ROOT = Path(__file__).parents[2]
 RESULTS = Path(__file__).parents[1] / "results"
 ROWS = RESULTS / "quality-digits.jsonl"
+NOISE = {"retain_target": "noise", "alpha": 2.0}  # the retain term of the rows before the teacher recipe
 RECIPES = {  # method -> (config file, overrides); keys of other methods are dropped from the file
     "salun": ("configs/digits.yaml", {}),
-    "rl": ("configs/digits.yaml", {"method": "rl"}),
+    "salun-noise": ("configs/digits.yaml", NOISE),  # the recipe before retain_target: teacher (issue 8)
+    "rl": ("configs/digits.yaml", {"method": "rl", **NOISE}),
     "esd": ("configs/digits.yaml", {"method": "esd", "scope": "all", "negative_guidance": 1.0, "alpha": 2.0}),
-    "ga": ("configs/digits.yaml", {"method": "ga", "max_steps": 30}),
+    "ga": ("configs/digits.yaml", {"method": "ga", "max_steps": 30, "alpha": 2.0}),
     "retrain": ("configs/digits-retrain.yaml", {}),
     "oneshot": ("configs/digits-oneshot.yaml", {}),
     "oneshot-codes": ("configs/digits-oneshot.yaml", {"inputs": "codes"}),
-    "salun-fisher": ("configs/digits.yaml", {"saliency": "fisher"}),
-    "salun-rum": ("configs/digits.yaml", {"refine": "rum", "refine_steps": [100, 100, 100]}),
+    "salun-fisher": ("configs/digits.yaml", {"saliency": "fisher", **NOISE}),
+    "salun-rum": ("configs/digits.yaml", {"refine": "rum", "refine_steps": [100, 100, 100], **NOISE}),
     "salun-rum-cfg_gain": ("configs/digits.yaml", {"refine": "rum", "refine_steps": [100, 100, 100],
-                                                   "refine_proxy": "cfg_gain"}),
+                                                   "refine_proxy": "cfg_gain", **NOISE}),
 }
 
 
@@ -99,8 +101,9 @@ def parse_range(text: str) -> list[int]:
     return out
 
 
-def done_rows() -> list[dict]:
-    return [json.loads(line) for line in ROWS.read_text().splitlines() if line.strip()] if ROWS.is_file() else []
+def done_rows(path: Path = ROWS) -> list[dict]:
+    """The rows of a JSON-lines results file; none before its first row."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
 def run(methods: list[str], classes: list[int], seeds: list[int], n: int, eval_seed: int) -> None:
@@ -113,7 +116,7 @@ def run(methods: list[str], classes: list[int], seeds: list[int], n: int, eval_s
     have = {(r["method"], r["class"], r["seed"]) for r in done_rows()}
     if ("base", -1, 0) not in have:
         drawn = samples("bundled:digits-cfg", judge, n, eval_seed)
-        _append({"method": "base", "class": -1, "seed": 0,
+        append_row({"method": "base", "class": -1, "seed": 0,
                  "per_class": {str(c): metrics_for(drawn, c, judge, real) for c in range(drawn["classes"])}})
     for method in methods:
         for seed in seeds if method != "retrain" else seeds[:1]:
@@ -132,12 +135,13 @@ def run(methods: list[str], classes: list[int], seeds: list[int], n: int, eval_s
                        "samples_per_class": n, "eval_seed": eval_seed, "date": time.strftime("%Y-%m-%d"),
                        "machine": platform.node() or "vm"}
                 print(json.dumps(row), flush=True)
-                _append(row)
+                append_row(row)
 
 
-def _append(row: dict) -> None:
-    RESULTS.mkdir(exist_ok=True)
-    with open(ROWS, "a") as f:
+def append_row(row: dict, path: Path = ROWS) -> None:
+    """Append one finished row, so that an interrupted run resumes after it."""
+    path.parent.mkdir(exist_ok=True)
+    with open(path, "a") as f:
         f.write(json.dumps(row) + "\n")
 
 
@@ -202,7 +206,7 @@ Written by `python benchmarks/quality/bench_digits_classes.py --report` from
 produced by
 
 ```bash
-python benchmarks/quality/bench_digits_classes.py --methods salun --classes 0-9 --seeds 0,1,2
+python benchmarks/quality/bench_digits_classes.py --methods salun-noise --classes 0-9 --seeds 0,1,2
 python benchmarks/quality/bench_digits_classes.py --methods oneshot,oneshot-codes,ga --classes 0-9 --seeds 0
 python benchmarks/quality/bench_digits_classes.py --methods rl,esd --classes 8,0,9 --seeds 0
 python benchmarks/quality/bench_digits_classes.py --methods salun-rum-cfg_gain,salun-fisher --classes 8 --seeds 0
@@ -210,9 +214,13 @@ python benchmarks/quality/bench_digits_classes.py --methods retrain --classes 8 
 python benchmarks/quality/bench_digits_classes.py --methods retrain --classes 0,9 --seeds 0
 python benchmarks/quality/bench_digits_classes.py --methods retrain --classes 1 --seeds 0
 python benchmarks/quality/bench_digits_classes.py --methods salun-rum --classes 8 --seeds 0
+python benchmarks/quality/bench_digits_classes.py --methods salun --classes 0,1,8,9,2,3,4,5,6,7 --seeds 0,1,2
 ```
 
-Each row erases one class with the method's recipe (`RECIPES` in the script: oneshot is
+Each row erases one class with the method's recipe (`RECIPES` in the script: salun is
+`configs/digits.yaml` as shipped, with `retain_target: teacher` and `alpha: 10`; salun-noise the recipe
+before, SalUn's retain diffusion loss to the sampled noise with `alpha: 2`, as are rl, salun-fisher and
+the salun-rum rows; oneshot is
 `configs/digits-oneshot.yaml`, oneshot-codes the same with `inputs: codes`, salun-fisher
 `configs/digits.yaml` with `saliency: fisher`, salun-rum the same recipe refined by RUM with 100 steps per
 subset, `refine: rum`, split by the default proxy `loss`; salun-rum-cfg_gain the same split by the CFG

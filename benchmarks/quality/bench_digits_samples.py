@@ -37,7 +37,9 @@ KEYS = ("mia_auc", "mia_auc_retain", "loss_forget", "loss_retain", "loss_test")
 
 
 def done_rows() -> list[dict]:
-    return [json.loads(line) for line in ROWS.read_text().splitlines() if line.strip()] if ROWS.is_file() else []
+    from bench_digits_classes import done_rows as read  # this folder is on sys.path when run as a script
+
+    return read(ROWS)
 
 
 def recipe(method: str) -> dict:
@@ -65,9 +67,9 @@ def run(methods: list[str], seed: int) -> None:
                "after": result.metrics["after"], "seconds_with_eval": round(seconds, 1),
                "date": time.strftime("%Y-%m-%d"), "machine": platform.node() or "vm"}
         print(json.dumps(row), flush=True)
-        RESULTS.mkdir(exist_ok=True)
-        with open(ROWS, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        from bench_digits_classes import append_row
+
+        append_row(row, ROWS)
 
 
 def report() -> str:

@@ -234,7 +234,8 @@ def _build_task(cfg: Configs, base, denoiser, accelerator, base_fingerprint: str
             data, labels = torch.empty(0, *adapter.sample_shape()), torch.empty(0, dtype=torch.long)
         task = ClassConditionalTask(adapter, adapter.training_scheduler(), data, labels, forget, target,
                                     getattr(cfg.method, "remap", "random"))
-        return task, {"name": f"classes {forget}", "forget_classes": forget}
+        # remap_classes: the labels a forget sample may be remapped to (with remap: farthest, the one chosen)
+        return task, {"name": f"classes {forget}", "forget_classes": forget, "remap_classes": task.anchors.tolist()}
     from .erase.text import build_text_task
 
     if cfg.concept.gradient_checkpointing:

@@ -15,7 +15,8 @@ from .errors import ConfigError, ErasekitError
 DEMO_OUTPUT = "outputs/demo"
 # The demo is the shipped digits recipe (configs/digits.yaml) on digit 0: where the recipe differs from
 # the defaults it is written out here, and a test checks that the two agree key by key.
-DEMO_SETTINGS = {"forget": [0], "remap": "farthest", "max_steps": 300, "ema_decay": 0.99, "mixed_precision": "no"}
+DEMO_SETTINGS = {"forget": [0], "remap": "farthest", "retain_target": "teacher", "alpha": 10.0, "max_steps": 300,
+                 "ema_decay": 0.99, "mixed_precision": "no"}
 
 
 @dataclass

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from erasekit.erase.methods import ESDConfig, ESDMethod, GAConfig, GAMethod
+from erasekit.erase.methods import ESDConfig, ESDMethod, GAConfig, GAMethod, RLConfig, RLMethod
 from erasekit.erase.saliency import parameters_in_scope
 from erasekit.erase.tasks import Sampler
 from erasekit.errors import ConfigError
@@ -43,6 +43,31 @@ def test_esd_with_a_retain_term_adds_alpha_times_the_diffusion_loss(tiny_pipe, t
     method.prepare(unet, tiny_task, torch.Generator(), teacher=teacher)
     loss, logs = method.compute_loss(unet, Sampler(tiny_task, torch.Generator().manual_seed(1), "cpu"))
     assert loss.item() == pytest.approx(logs["forget_loss"] + 0.5 * logs["retain_loss"], rel=1e-6)
+
+
+def test_retain_target_teacher_pulls_retain_predictions_to_the_frozen_base(tiny_pipe, tiny_task):
+    unet = tiny_pipe.unet
+    teacher = copy.deepcopy(unet).requires_grad_(False)
+    method = RLMethod(RLConfig(batch_size=4, retain_target="teacher"))
+    assert method.needs_teacher and not RLMethod(RLConfig()).needs_teacher
+    method.prepare(unet, tiny_task, torch.Generator(), teacher=teacher)
+    at_base = method.retain_loss(unet, Sampler(tiny_task, torch.Generator().manual_seed(3), "cpu"))
+    at_base.backward()  # at the base the term and its gradient are exactly zero: no drift from noise targets
+    assert at_base.item() == 0.0 and all(p.grad is None or not p.grad.any() for p in unet.parameters())
+
+    unet.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        unet.conv_out.bias.add_(0.3)
+    loss = method.retain_loss(unet, Sampler(tiny_task, torch.Generator().manual_seed(3), "cpu"))
+    replay = Sampler(tiny_task, torch.Generator().manual_seed(3), "cpu")
+    retain = replay.retain(4)
+    noisy = replay.noisy(retain.x0)
+    cond = replay.drop(retain.cond, 0.1)
+    with torch.no_grad():
+        expected = ((unet(noisy.z_t, noisy.t, class_labels=cond).sample
+                     - teacher(noisy.z_t, noisy.t, class_labels=cond).sample) ** 2).mean()
+    assert (retain.cond != 1).all() and expected > 0
+    assert torch.allclose(loss, expected, rtol=1e-5, atol=1e-8)
 
 
 def test_ga_ascends_the_forget_loss(tiny_pipe, tiny_task, tmp_path):
@@ -86,6 +111,8 @@ def test_bad_baseline_settings_are_clear_errors():
         ESDConfig(negative_guidance=0)
     with pytest.raises(ConfigError, match="'alpha'"):
         GAConfig(alpha=-1)
+    with pytest.raises(ConfigError, match="'retain_target' is 'base' but must be noise or teacher"):
+        RLConfig(retain_target="base")
 
 
 @pytest.mark.parametrize("method", ["esd", "ga"])

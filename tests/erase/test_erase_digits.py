@@ -30,7 +30,9 @@ def test_erasing_digit_8_forgets_it_and_keeps_the_rest(tmp_path, assert_no_pickl
     assert isinstance(pipe, ClassConditionalPipeline)
     record = json.loads((out / "erasure.json").read_text())
     assert record["concept"]["forget_classes"] == [8] and record["method"] == "salun"
+    assert record["concept"]["remap_classes"] == [0]  # remap: farthest, the kept class farthest from the 8s
     assert record["seed"] == 0 and record["config"]["method"]["ratio"] == 0.5
+    assert record["config"]["method"]["retain_target"] == "teacher" and record["config"]["method"]["alpha"] == 10.0
     assert record["metrics"]["after"]["UA"] == after["UA"]
     report = json.loads((out / "report" / "report.json").read_text())
     assert report["schema"] == "erasekit.eval/v1" and report["metrics"]["classes"]["model"]["UA"] == after["UA"]

@@ -79,3 +79,24 @@ def test_a_mask_of_the_wrong_shape_or_dtype_is_refused():
         MaskedAdamW([p], [torch.ones(3, 2)])
     with pytest.raises(ValueError, match="masks"):
         MaskedAdamW([p], [])
+
+
+def test_updating_in_buckets_changes_nothing(monkeypatch):
+    """Parameters are updated in buckets of at most BUCKET_ENTRIES gathered entries; a bucket per
+    parameter gives the same bits as one bucket for all."""
+    import sys
+
+    optim = sys.modules[MaskedAdamW.__module__]
+    results = []
+    for bucket in (optim.BUCKET_ENTRIES, 1):
+        monkeypatch.setattr(optim, "BUCKET_ENTRIES", bucket)
+        weights, masks, grads = _problem(2)
+        params = [torch.nn.Parameter(w.clone()) for w in weights]
+        opt = MaskedAdamW(params, masks, lr=0.03, weight_decay=0.1)
+        for step in grads:
+            for p, gr in zip(params, step):
+                p.grad = gr.clone()
+            opt.step()
+        results.append([p.detach().clone() for p in params])
+    assert all(torch.equal(a, b) for a, b in zip(*results))
+    assert not all(torch.equal(a, w) for a, w in zip(results[0], _problem(2)[0]))

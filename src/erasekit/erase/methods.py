@@ -77,6 +77,9 @@ def get_method(name: str) -> tuple[type, type]:
     return METHODS[name]
 
 
+RETAIN_TARGETS = ("noise", "teacher")
+
+
 @dataclass
 class RLConfig:
     """Random-label remapping on all weights in scope (SalUn's ablation without a mask)."""
@@ -89,12 +92,16 @@ class RLConfig:
         "help": "remap target: random (a kept class or anchor prompt per sample, as SalUn) or farthest (the one kept "
                 "class, or anchor prompt, whose mean training image is farthest from the forget concept's)"})
     scope: str = field(default="all", metadata={"help": "regex or preset (all, xattn, attn, no-norm) of trained weights"})
+    retain_target: str = field(default="noise", metadata={
+        "help": "target of the retain loss: noise (the ordinary diffusion loss, as SalUn) or teacher (the frozen "
+                "base's prediction on the same noisy retain batch, which is zero-gradient at the base)"})
 
     def __post_init__(self):
         check(self.alpha >= 0, "alpha", self.alpha, ">= 0")
         check(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
         check(0 <= self.label_dropout < 1, "label_dropout", self.label_dropout, "in [0, 1)")
         check(self.remap in ("random", "farthest"), "remap", self.remap, "random or farthest")
+        check(self.retain_target in RETAIN_TARGETS, "retain_target", self.retain_target, " or ".join(RETAIN_TARGETS))
 
 
 @dataclass
@@ -157,18 +164,33 @@ class FinetuneMethod(Method):
 class ScopedMethod(Method):
     """A method that trains every weight its `config.scope` selects, with an optional retain term."""
 
+    teacher = None
+
     def __init__(self, config):
         self.config = config
+
+    @property
+    def needs_teacher(self) -> bool:
+        return getattr(self.config, "retain_target", "noise") == "teacher"
+
+    def prepare(self, denoiser, task: ConditionTask, generator: torch.Generator, shard: Shard = SINGLE,
+                teacher=None) -> None:
+        self.teacher = teacher
 
     def trainable_parameters(self, denoiser, task: ConditionTask) -> dict[str, torch.nn.Parameter]:
         return parameters_in_scope(denoiser, self.config.scope, task.scopes)
 
     def retain_loss(self, denoiser, sampler: Sampler) -> torch.Tensor:
-        """The ordinary diffusion loss on a retain batch, with CFG condition dropout."""
+        """The loss on a retain batch, with CFG condition dropout: the ordinary diffusion loss, or with
+        `retain_target: teacher` the distance to the frozen base's prediction on the same noisy batch."""
         retain = sampler.retain(self.config.batch_size)
         noisy = sampler.noisy(retain.x0)
         cond = sampler.drop(retain.cond, self.config.label_dropout)
-        return diffusion_loss(lambda z, t, c: sampler.task.predict(denoiser, z, t, c), noisy, cond)
+        if getattr(self.config, "retain_target", "noise") == "noise":
+            return diffusion_loss(lambda z, t, c: sampler.task.predict(denoiser, z, t, c), noisy, cond)
+        with torch.no_grad():
+            target = sampler.task.predict(self.teacher, noisy.z_t, noisy.t, cond)
+        return mse(sampler.task.predict(denoiser, noisy.z_t, noisy.t, cond), target)
 
 
 class RLMethod(ScopedMethod):
@@ -196,6 +218,7 @@ class SalUnMethod(RLMethod):
 
     def prepare(self, denoiser, task: ConditionTask, generator: torch.Generator, shard: Shard = SINGLE,
                 teacher=None) -> None:
+        self.teacher = teacher
         if self.config.mask_path:
             from .masks import load_mask
 
@@ -257,11 +280,6 @@ class ESDMethod(ScopedMethod):
 
     config: ESDConfig
     needs_teacher = True
-    teacher = None
-
-    def prepare(self, denoiser, task: ConditionTask, generator: torch.Generator, shard: Shard = SINGLE,
-                teacher=None) -> None:
-        self.teacher = teacher
 
     def compute_loss(self, denoiser, sampler: Sampler) -> tuple[torch.Tensor, dict[str, Any]]:
         task, cfg = sampler.task, self.config

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 import torch
 
+BUCKET_ENTRIES = 1 << 24  # 64 MiB of fp32 per transient list
+
 
 class MaskedAdamW(torch.optim.Optimizer):
     """AdamW (decoupled weight decay, bias-corrected moments) on the entries where each mask is True.
@@ -44,11 +46,14 @@ class MaskedAdamW(torch.optim.Optimizer):
         loss = closure() if closure is not None else None
         for group in self.param_groups:
             lr, (beta1, beta2), eps, decay = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            # parameters at the same step count are updated together, in buckets of at most BUCKET_ENTRIES
+            # selected entries, so the gathered gradients and denominators stay a bounded transient
+            buckets: dict[int, list] = {}
+            sizes: dict[int, int] = {}
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 index = self.indices.get(id(p))
-                weights = p.data.view(-1)
                 grad = p.grad.reshape(-1) if index is None else p.grad.reshape(-1).index_select(0, index)
                 state = self.state[p]
                 if not state:
@@ -57,18 +62,38 @@ class MaskedAdamW(torch.optim.Optimizer):
                     state["exp_avg_sq"] = torch.zeros_like(grad, memory_format=torch.contiguous_format)
                 state["step"] += 1
                 step = int(state["step"].item())
-                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-                exp_avg.lerp_(grad, 1 - beta1)
-                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                denom = exp_avg_sq.sqrt().div_(math.sqrt(1 - beta2 ** step)).add_(eps)
-                step_size = lr / (1 - beta1 ** step)
-                if index is None:
-                    if decay:
-                        weights.mul_(1 - lr * decay)
-                    weights.addcdiv_(exp_avg, denom, value=-step_size)
-                    continue
-                update = torch.div(exp_avg, denom, out=denom)
-                if decay:
-                    update.add_(weights.index_select(0, index), alpha=lr * decay / step_size)
-                weights.index_add_(0, index, update, alpha=-step_size)
+                buckets.setdefault(step, []).append((p, index, grad, state))
+                sizes[step] = sizes.get(step, 0) + grad.numel()
+                if sizes[step] >= BUCKET_ENTRIES:
+                    self._update(buckets.pop(step), step, lr, beta1, beta2, eps, decay)
+                    del sizes[step]
+            for step, items in buckets.items():
+                self._update(items, step, lr, beta1, beta2, eps, decay)
         return loss
+
+    @staticmethod
+    def _update(items, step: int, lr: float, beta1: float, beta2: float, eps: float, decay: float) -> None:
+        """AdamW on the gathered entries of several parameters at one step count: the moments and
+        denominators in one foreach call per operation (the per-tensor ops, without a Python call per
+        parameter), then each parameter's selected entries written back."""
+        grads = [grad for _, _, grad, _ in items]
+        exp_avgs = [state["exp_avg"] for *_, state in items]
+        exp_avg_sqs = [state["exp_avg_sq"] for *_, state in items]
+        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
+        denoms = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_div_(denoms, math.sqrt(1 - beta2 ** step))
+        torch._foreach_add_(denoms, eps)
+        step_size = lr / (1 - beta1 ** step)
+        for (p, index, _, state), denom in zip(items, denoms):
+            weights = p.data.view(-1)
+            if index is None:
+                if decay:
+                    weights.mul_(1 - lr * decay)
+                weights.addcdiv_(state["exp_avg"], denom, value=-step_size)
+                continue
+            update = torch.div(state["exp_avg"], denom, out=denom)
+            if decay:
+                update.add_(weights.index_select(0, index), alpha=lr * decay / step_size)
+            weights.index_add_(0, index, update, alpha=-step_size)

@@ -48,7 +48,9 @@ class TrainConfig:
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm; 0 disables"})
     lr_scheduler: str = field(default="constant_with_warmup", metadata={"help": "diffusers scheduler name"})
     lr_warmup_steps: int = field(default=0, metadata={"help": "warm-up steps"})
-    ema_decay: float = field(default=0.0, metadata={"help": "EMA of trained weights, saved as the result; 0 disables"})
+    ema_decay: float = field(default=0.0, metadata={
+        "help": "EMA of trained weights, saved as the result; 0 disables. diffusers' EMAModel: the decay at step s "
+                "is min(ema_decay, (1 + s) / (10 + s)), so 0.99 takes effect from step 890 on"})
     checkpointing_steps: int = field(default=0, metadata={"help": "save_state every N steps; 0 disables"})
     checkpoints_total_limit: int | None = field(default=2, metadata={"help": "keep at most N checkpoints"})
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint path"})
@@ -281,9 +283,9 @@ class EraseTrainer:
                 totals[k] = totals.get(k, 0.0) + v / accum
         params = [p for p, _ in masked.values()]
         with torch.no_grad():  # outside the mask the gradient is zero, as SalUn's `grad *= mask` (after all-reduce)
-            for p, m in masked.values():
-                if m is not None and p.grad is not None:
-                    p.grad.mul_(m)
+            pairs = [(p.grad, m) for p, m in masked.values() if m is not None and p.grad is not None]
+            if pairs:
+                torch._foreach_mul_([g for g, _ in pairs], [m for _, m in pairs])
         # The all-reduced gradient decides, so every process skips (or not) together; a NaN loss gives one.
         if cfg.max_grad_norm:
             norm = acc.clip_grad_norm_(params, cfg.max_grad_norm)
