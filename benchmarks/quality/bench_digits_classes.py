@@ -254,12 +254,13 @@ def _plot(rows, methods) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), dpi=110)
-    for method in methods:
+    colors = plt.get_cmap("tab20").colors  # more methods than the default cycle's 10 colours
+    for i, method in enumerate(methods):
         mine = [r for r in rows if r["method"] == method]
         classes = sorted({r["class"] for r in mine})
         for ax, key in zip(axes, ("UA", "FD")):
             means = [np.mean([r[key] for r in mine if r["class"] == c]) for c in classes]
-            ax.plot(classes, means, marker="o", label=method)
+            ax.plot(classes, means, marker="o", label=method, color=colors[2 * i % 20 + 2 * i // 20 % 2])
             ax.set_xlabel("forgotten class")
             ax.set_ylabel(key)
     axes[0].set_ylim(-0.05, 1.05)
