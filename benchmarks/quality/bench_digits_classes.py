@@ -215,6 +215,8 @@ python benchmarks/quality/bench_digits_classes.py --methods retrain --classes 0,
 python benchmarks/quality/bench_digits_classes.py --methods retrain --classes 1 --seeds 0
 python benchmarks/quality/bench_digits_classes.py --methods salun-rum --classes 8 --seeds 0
 python benchmarks/quality/bench_digits_classes.py --methods salun --classes 0,1,8,9,2,3,4,5,6,7 --seeds 0,1,2
+python benchmarks/quality/bench_digits_classes.py --methods esd,rl --classes 1 --seeds 0
+python benchmarks/quality/bench_digits_classes.py --methods esd --classes 0,1,8,9 --seeds 1
 ```
 
 Each row erases one class with the method's recipe (`RECIPES` in the script: salun is
@@ -232,7 +234,8 @@ features. The noisy retain share is the share of retain samples whose total vari
 99th percentile of real digits' (`eval.metrics.noisy_rate`): the judge's features hardly see speckle
 noise, so FD can stay at the base's while the samples are visibly noisy. "erase s" is the wall time of
 `erasekit.erase` without evaluation (load, mask, training or edit, write); rows ran one at a time, except
-the rl and esd rows, which shared the 2 cores with other jobs (their times are inflated). ToW needs
+the rl and esd rows on classes 0, 8 and 9 at seed 0, which shared the 2 cores with other jobs (their
+times are inflated; alone, esd and rl took 69 s and 61 s on class 1). ToW needs
 `retrain` rows (retraining without the class, `configs/digits-retrain.yaml`); where there are none it
 says so.
 
