@@ -106,8 +106,22 @@ def done_rows(path: Path = ROWS) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
-def run(methods: list[str], classes: list[int], seeds: list[int], n: int, eval_seed: int) -> None:
+def erase_and_measure(values: dict, forget: int, judge, real: dict, n: int = 50, eval_seed: int = 1234):
+    """Erase with the config `values` into a temporary output directory (replacing its `output_dir`),
+    judge its samples, and return (metrics, erase seconds); the directory is removed."""
     import erasekit
+
+    work = Path(tempfile.mkdtemp(prefix="erasekit-quality-"))
+    try:
+        started = time.time()
+        erasekit.erase(**{**values, "output_dir": str(work / "out")})
+        seconds = time.time() - started
+        return metrics_for(samples(work / "out", judge, n, eval_seed), forget, judge, real), seconds
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(methods: list[str], classes: list[int], seeds: list[int], n: int, eval_seed: int) -> None:
     from erasekit.eval.measure import Judge
     from erasekit.eval.suite import EvalSuite
 
@@ -123,14 +137,7 @@ def run(methods: list[str], classes: list[int], seeds: list[int], n: int, eval_s
             for c in classes:
                 if (method, c, seed) in have:
                     continue
-                work = Path(tempfile.mkdtemp(prefix="erasekit-quality-"))
-                try:
-                    started = time.time()
-                    erasekit.erase(**recipe(method, c, seed, str(work / "out")))
-                    seconds = time.time() - started
-                    metrics = metrics_for(samples(work / "out", judge, n, eval_seed), c, judge, real)
-                finally:
-                    shutil.rmtree(work, ignore_errors=True)
+                metrics, seconds = erase_and_measure(recipe(method, c, seed, ""), c, judge, real, n, eval_seed)
                 row = {"method": method, "class": c, "seed": seed, **metrics, "erase_seconds": round(seconds, 1),
                        "samples_per_class": n, "eval_seed": eval_seed, "date": time.strftime("%Y-%m-%d"),
                        "machine": platform.node() or "vm"}

@@ -24,12 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
-from bench_digits_classes import RESULTS, append_row, done_rows, metrics_for, parse_range, recipe, samples
+from bench_digits_classes import RESULTS, append_row, done_rows, erase_and_measure, parse_range, recipe
 
 ROWS = RESULTS / "digits-recipe-sweep.jsonl"
 
@@ -40,7 +37,6 @@ def main() -> None:
     parser.add_argument("--classes", default="9,0")
     parser.add_argument("--seeds", default="0")
     args = parser.parse_args()
-    import erasekit
     from erasekit.eval.measure import Judge
     from erasekit.eval.suite import EvalSuite
 
@@ -51,14 +47,7 @@ def main() -> None:
             for c in parse_range(args.classes):
                 if (name, c, seed) in have:
                     continue
-                work = Path(tempfile.mkdtemp(prefix="erasekit-sweep-"))
-                try:
-                    started = time.time()
-                    erasekit.erase(**{**recipe("salun", c, seed, str(work / "out")), **overrides})
-                    seconds = time.time() - started
-                    metrics = metrics_for(samples(work / "out", judge, 50, 1234), c, judge, real)
-                finally:
-                    shutil.rmtree(work, ignore_errors=True)
+                metrics, seconds = erase_and_measure({**recipe("salun", c, seed, ""), **overrides}, c, judge, real)
                 row = {"variant": name, "over": overrides, "class": c, "seed": seed, **metrics,
                        "erase_seconds": round(seconds, 1), "date": time.strftime("%Y-%m-%d")}
                 print(json.dumps(row), flush=True)

@@ -170,8 +170,13 @@ class ScopedMethod(Method):
         self.config = config
 
     @property
-    def needs_teacher(self) -> bool:
+    def retain_to_teacher(self) -> bool:
+        """`retain_target: teacher` (only methods whose config has that field)."""
         return getattr(self.config, "retain_target", "noise") == "teacher"
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.retain_to_teacher
 
     def prepare(self, denoiser, task: ConditionTask, generator: torch.Generator, shard: Shard = SINGLE,
                 teacher=None) -> None:
@@ -186,7 +191,7 @@ class ScopedMethod(Method):
         retain = sampler.retain(self.config.batch_size)
         noisy = sampler.noisy(retain.x0)
         cond = sampler.drop(retain.cond, self.config.label_dropout)
-        if getattr(self.config, "retain_target", "noise") == "noise":
+        if not self.retain_to_teacher:
             return diffusion_loss(lambda z, t, c: sampler.task.predict(denoiser, z, t, c), noisy, cond)
         with torch.no_grad():
             target = sampler.task.predict(self.teacher, noisy.z_t, noisy.t, cond)
@@ -218,7 +223,7 @@ class SalUnMethod(RLMethod):
 
     def prepare(self, denoiser, task: ConditionTask, generator: torch.Generator, shard: Shard = SINGLE,
                 teacher=None) -> None:
-        self.teacher = teacher
+        super().prepare(denoiser, task, generator, shard, teacher)
         if self.config.mask_path:
             from .masks import load_mask
 
