@@ -7,11 +7,13 @@ config with random weights), with the same batch, loss and SalUn mask (ratio 0.5
 - erasekit: the shipped `EraseTrainer` step (fully unmasked tensors frozen, `grad *= mask` in place after
   backward, `MaskedAdamW` with state for the selected entries only);
 - erasekit-nomask: the same trainer with no mask (the trainer's own floor).
-The median of the timed steps is reported after warm-up steps. Optimizer state bytes are counted
+The median of the timed steps is reported after warm-up steps; the variants run in `--rounds` interleaved
+rounds (each round in a rotated order), so that a slow spell of the machine falls on all of them alike.
+Optimizer state bytes are counted
 from the optimizers' state tensors after the first step, plus `MaskedAdamW`'s flat mask indices; the bool
 masks, which the reference loop and the trainer both hold, are counted in neither.
 
-    python benchmarks/speed/bench_erase_step.py [--steps N]
+    python benchmarks/speed/bench_erase_step.py [--steps N] [--rounds R]
 """
 
 from __future__ import annotations
@@ -127,6 +129,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every variant")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     rows = []
@@ -135,18 +138,23 @@ def main() -> None:
         params = sum(p.numel() for p in unet.parameters())
         mask = salun_mask(copy.deepcopy(unet), forward, target)
         dense = {n: m.to(torch.float32) for n, m in mask.masks.items()}
+        variants = ["floor", "reference", "erasekit", "erasekit-nomask"]
+        times: dict[str, list[float]] = {v: [] for v in variants}
+        state: dict[str, int] = {}
+        for round_ in range(args.rounds):  # interleaved rounds, each in a rotated order: drift hits all alike
+            for variant in variants[round_ % 4:] + variants[:round_ % 4]:
+                model = copy.deepcopy(unet).train()
+                if variant in ("floor", "reference"):
+                    got, state[variant] = plain_loop(model, forward, target, dense if variant == "reference" else None,
+                                                     args.steps, args.warmup)
+                else:
+                    got, state[variant] = trainer_loop(model, forward, target, mask if variant == "erasekit" else None,
+                                                       args.steps, args.warmup)
+                times[variant] += got
         results = {}
-        for variant in ("floor", "reference", "erasekit", "erasekit-nomask"):
-            model = copy.deepcopy(unet).train()
-            if variant == "floor":
-                times, state = plain_loop(model, forward, target, None, args.steps, args.warmup)
-            elif variant == "reference":
-                times, state = plain_loop(model, forward, target, dense, args.steps, args.warmup)
-            else:
-                times, state = trainer_loop(model, forward, target, mask if variant == "erasekit" else None,
-                                            args.steps, args.warmup)
-            results[variant] = {"median_step_s": round(statistics.median(times), 4), "steps_timed": len(times),
-                                "adam_state_bytes": state}
+        for variant in variants:
+            results[variant] = {"median_step_s": round(statistics.median(times[variant]), 4),
+                                "steps_timed": len(times[variant]), "adam_state_bytes": state[variant]}
             print(name, variant, results[variant], flush=True)
         floor = results["floor"]["median_step_s"]
         rows.append({

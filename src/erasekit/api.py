@@ -20,7 +20,7 @@ import torch
 
 from . import __version__
 from .config import build_configs, check, load_yaml
-from .erase.masks import save_mask
+from .erase.masks import MASK_FILE_KEYS, save_mask
 from .erase.methods import Shard, get_method
 from .erase.text import TextConceptConfig
 from .erase.trainer import CHECKPOINT_DIR, EraseTrainer, TrainConfig, make_accelerator
@@ -282,6 +282,7 @@ def _train(cfg: Configs, staging: Path, base, base_fingerprint: str, accelerator
         staging.mkdir(parents=True, exist_ok=True)
     try:
         method = get_method(run.method)[1](cfg.method)
+        method.model = run.pretrained_model_name_or_path
         trained_on_data = method.edit is None and method.needs_images  # what stages and sample forgetting need
         if run.forget_samples is not None and not trained_on_data:
             raise ConfigError(f"'forget_samples' unlearns training images, which needs a trained method with data; "
@@ -363,8 +364,9 @@ def run_erase(cfg: Configs) -> EraseResult:
         "denoiser": {"attribute": adapter.denoiser_name, "class": type(denoiser).__name__,
                      "adapter": type(adapter).__name__},
         "seed": run.seed,
-        "mask": {"ratio": method.mask.ratio, "selected": method.mask.selected, "total": method.mask.total}
-        if method.mask is not None else None,
+        "mask": {**{k: v for k, v in method.mask.metadata.items() if k not in MASK_FILE_KEYS},
+                 "ratio": method.mask.ratio, "selected": method.mask.selected, "total": method.mask.total,
+                 "scope": method.mask.scope} if method.mask is not None else None,
         "precision": {"mixed_precision": accelerator.mixed_precision, "master_weights": "float32",
                       "base_unet_dtype": str(base_denoiser.dtype).removeprefix("torch."),
                       "saved_unet_dtype": str(denoiser.dtype).removeprefix("torch."), "variant": run.variant},

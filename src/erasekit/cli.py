@@ -235,15 +235,16 @@ def cmd_grid(args, rest) -> int:
 def cmd_train_base(args, rest) -> int:
     from .io import check_output_free
     from .recipes.digits_t2i import DigitsT2IConfig, train_digits_t2i
-    from .recipes.train_base import DigitsBaseConfig, train_digits_base
+    from .recipes.train_base import DigitsBaseConfig, base_outputs, train_digits_base
 
-    recipes = {"digits": (DigitsBaseConfig, train_digits_base, ("digits-cfg", "digits-classifier")),
-               "digits-t2i": (DigitsT2IConfig, train_digits_t2i, ("digits-t2i",))}
+    recipes = {"digits": (DigitsBaseConfig, train_digits_base, base_outputs),
+               "digits-t2i": (DigitsT2IConfig, train_digits_t2i, lambda config: ("digits-t2i",))}
     if args.name not in recipes:
         raise ConfigError(f"unknown base recipe '{args.name}'; available: {', '.join(recipes)}")
-    config_cls, train, outputs = recipes[args.name]
+    config_cls, train, outputs_of = recipes[args.name]
     values, raw = _overrides(args, rest)
     config = build_configs({"base": config_cls}, values, "command line", raw)["base"]
+    outputs = outputs_of(config)
     for sub in outputs:
         check_output_free(Path(config.output_dir) / sub, config.overwrite)
     record = train(config)

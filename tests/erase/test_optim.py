@@ -100,3 +100,23 @@ def test_updating_in_buckets_changes_nothing(monkeypatch):
         results.append([p.detach().clone() for p in params])
     assert all(torch.equal(a, b) for a, b in zip(*results))
     assert not all(torch.equal(a, w) for a, w in zip(results[0], _problem(2)[0]))
+
+
+def test_a_parameter_without_a_gradient_is_skipped_as_torch_adamw_skips_it():
+    """Steps where a parameter has no gradient leave it and its step count alone (the per-parameter
+    path); once every parameter has one again, the packed path carries on from the same moments."""
+    weights, masks, grads = _problem(3)
+    params = [torch.nn.Parameter(w.clone()) for w in weights]
+    ours = MaskedAdamW(params, masks, lr=0.05, weight_decay=0.1)
+    refs = [torch.nn.Parameter(w[m].clone() if m is not None else w.clone()) for w, m in zip(weights, masks)]
+    theirs = torch.optim.AdamW(refs, lr=0.05, weight_decay=0.1, foreach=False)
+    missing = {0: {1}, 1: set(), 2: {0, 2}, 3: set(), 4: set()}  # step -> parameters without a gradient
+    for i, step in enumerate(grads):
+        for j, (p, r, m, gr) in enumerate(zip(params, refs, masks, step)):
+            p.grad = None if j in missing[i] else gr.clone()
+            r.grad = None if j in missing[i] else (gr[m].clone() if m is not None else gr.clone())
+        ours.step()
+        theirs.step()
+    for p, r, m in zip(params, refs, masks):
+        torch.testing.assert_close(p.detach()[m] if m is not None else p.detach(), r.detach(), rtol=1e-6, atol=1e-7)
+        assert ours.state[p]["step"].item() == theirs.state[r]["step"].item()

@@ -108,4 +108,7 @@ def test_scope_presets_on_tiny_unet(tiny_pipe):
         parameters_in_scope(unet, "xattn")  # class-conditional UNets have no cross-attention
     with pytest.raises(ConfigError, match="valid regex"):
         parameters_in_scope(unet, "([")
-    assert set(SCOPES) == {"all", "xattn", "no-xattn", "attn", "no-norm"}
+    no_time = parameters_in_scope(unet, "no-time")
+    assert not any("time_emb" in n for n in no_time)
+    assert set(names) - set(no_time) == {n for n in names if n.startswith("time_embedding.") or ".time_emb_proj." in n}
+    assert set(SCOPES) == {"all", "xattn", "no-xattn", "attn", "no-norm", "no-time"}

@@ -138,14 +138,19 @@ def concept_fisher(denoiser: torch.nn.Module, task, params: Mapping[str, torch.n
     return fisher_diagonal(denoiser, params, mine, loss_fn, shard.reduce if shard is not None else None)
 
 
-def side_inputs(task, side: str, inputs: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def side_inputs(task, side: str, inputs: str, n: int, seed: int,
+                trained: Callable[[list[int], int], tuple[torch.Tensor, torch.Tensor]] | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
     """`n` inputs of one side ("forget" or "retain") of a `ConditionTask`, and their condition ids.
 
-    codes: `ceil(n / k)` mnemonic codes for each of the side's k conditions, seeded by `seed`. data: `n`
+    codes: `ceil(n / k)` mnemonic codes for each of the side's k conditions, seeded by `seed`. mnemonic:
+    `trained(ids, ceil(n / k))`, the codes the model was trained with (`erase.mnemonic`). data: `n`
     images (or all there are) in a seeded order.
     """
-    if inputs == "codes":
+    if inputs in ("codes", "mnemonic"):
         ids = task.condition_ids(side)
+        if inputs == "mnemonic":
+            return trained(ids, math.ceil(n / len(ids)))
         return mnemonic_codes(task.sample_shape, ids, math.ceil(n / len(ids)), seed)
     x, c = (task.forget_x, task.forget_c) if side == "forget" else (task.retain_x, task.retain_c)
     if len(x) == 0:
@@ -157,14 +162,14 @@ def side_inputs(task, side: str, inputs: str, n: int, seed: int) -> tuple[torch.
 
 def fisher_scores(denoiser: torch.nn.Module, task, params: Mapping[str, torch.nn.Parameter],
                   settings: FisherSettings, inputs: str, seed: int, guidance: float = 0.0,
-                  shard=None) -> dict[str, torch.Tensor]:
+                  shard=None, trained=None) -> dict[str, torch.Tensor]:
     """`F_f`, or `F_f / (F_r + delta)` with `fisher_normalize`, over `fisher_samples` inputs per side (both
-    sides at the same noise levels and noise draws)."""
-    forget = side_inputs(task, "forget", inputs, settings.fisher_samples, seed)
+    sides at the same noise levels and noise draws); `trained` as for `side_inputs`."""
+    forget = side_inputs(task, "forget", inputs, settings.fisher_samples, seed, trained)
     noise_seed = seed * CODE_SEED_STRIDE
     scores = concept_fisher(denoiser, task, params, *forget, noise_seed, guidance, shard)
     if settings.fisher_normalize:
-        retain = side_inputs(task, "retain", inputs, settings.fisher_samples, seed + 1)
+        retain = side_inputs(task, "retain", inputs, settings.fisher_samples, seed + 1, trained)
         fisher_ratio(scores, concept_fisher(denoiser, task, params, *retain, noise_seed, guidance, shard),
                      settings.fisher_delta)
     return scores

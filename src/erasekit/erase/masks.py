@@ -16,6 +16,9 @@ from .saliency import SaliencyMask
 MASK_FORMAT = "erasekit-mask-v1"
 
 
+MASK_FILE_KEYS = ("format", "ratio", "scope", "concept", "selected", "total", "erasekit_version", "base_fingerprint")
+
+
 def save_mask(mask: SaliencyMask, path: str | os.PathLike, unet=None, concept: str = "", overwrite: bool = False,
               base_fingerprint: str | None = None):
     """Write bool masks plus metadata (ratio, concept, scope, base fingerprint, counts).

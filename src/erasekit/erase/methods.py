@@ -47,6 +47,7 @@ class Method:
     needs_teacher = False
     needs_images = True  # False: the method works from the conditions alone (no forget/retain images)
     edit = None  # a training-free method defines `edit(denoiser, task) -> logs`
+    model: str | None = None  # where the base model was loaded from (set by `erase`), for its sidecar files
 
     def prepare(self, denoiser, task: ConditionTask, generator: torch.Generator, shard: Shard = SINGLE,
                 teacher=None) -> None:
@@ -91,7 +92,7 @@ class RLConfig:
     remap: str = field(default="random", metadata={
         "help": "remap target: random (a kept class or anchor prompt per sample, as SalUn) or farthest (the one kept "
                 "class, or anchor prompt, whose mean training image is farthest from the forget concept's)"})
-    scope: str = field(default="all", metadata={"help": "regex or preset (all, xattn, attn, no-norm) of trained weights"})
+    scope: str = field(default="all", metadata={"help": "regex or preset (all, xattn, attn, no-norm, no-time) of trained weights"})
     retain_target: str = field(default="noise", metadata={
         "help": "target of the retain loss: noise (the ordinary diffusion loss, as SalUn) or teacher (the frozen "
                 "base's prediction on the same noisy retain batch, which is zero-gradient at the base)"})
@@ -154,11 +155,18 @@ class FinetuneMethod(Method):
         cond = sampler.drop(batch.cond, self.config.label_dropout)
         pred = sampler.task.predict(denoiser, noisy.z_t, noisy.t, cond)
         loss = mse(pred, noisy.target)  # = diffusion_loss, with the prediction kept for the recorder
-        if self.recorder is not None:
-            kept = (cond != sampler.task.null_cond(cond)).cpu()
-            each = (pred.detach().float() - noisy.target.float()).pow(2).flatten(1).mean(1).cpu()
-            self.recorder.add(batch.index[kept], each[kept])
+        self.record(sampler, batch.index, cond, pred, noisy.target)
         return loss, {"loss": loss.item()}
+
+    def record(self, sampler: Sampler, index: torch.Tensor, cond: torch.Tensor, pred: torch.Tensor,
+               target: torch.Tensor) -> None:
+        """Pass the conditional draws' own losses (the first `len(index)` of the batch) to the recorder."""
+        if self.recorder is None:
+            return
+        n = len(index)
+        kept = (cond[:n] != sampler.task.null_cond(cond[:n])).cpu()
+        each = (pred[:n].detach().float() - target[:n].float()).pow(2).flatten(1).mean(1).cpu()
+        self.recorder.add(index[kept], each[kept])
 
 
 class ScopedMethod(Method):
@@ -312,7 +320,7 @@ class GAConfig:
     alpha: float = field(default=2.0, metadata={"help": "weight of the retain diffusion loss"})
     batch_size: int = field(default=64, metadata={"help": "forget and retain samples per micro-batch, each"})
     label_dropout: float = field(default=0.1, metadata={"help": "CFG null-label rate in the retain loss"})
-    scope: str = field(default="all", metadata={"help": "regex or preset (all, xattn, attn, no-norm) of trained weights"})
+    scope: str = field(default="all", metadata={"help": "regex or preset (all, xattn, attn, no-norm, no-time) of trained weights"})
 
     def __post_init__(self):
         check(self.alpha >= 0, "alpha", self.alpha, ">= 0")

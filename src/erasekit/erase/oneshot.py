@@ -3,8 +3,8 @@ training-free perturbation of the weights whose Fisher information is high for t
 for the retained ones.
 
 1. Fisher: `F_f` from `fisher_samples` forget inputs and `F_r` from as many retain inputs; the inputs are
-   the task's images (`inputs: data`) or mnemonic codes, seeded noise with the concepts' conditions
-   (`inputs: codes`, data-free).
+   the task's images (`inputs: data`), mnemonic codes, seeded noise with the concepts' conditions
+   (`inputs: codes`, data-free), or the codes a model was trained with (`inputs: mnemonic`, `erase.mnemonic`).
 2. Selection: the exact global top `ratio` of `F_f / (F_r + delta)` (or of `F_f`), as SalUn's top-k.
 3. Perturbation: every selected weight is multiplied by one factor from `factors` (0 zeroes them, -1 flips
    their sign). Factors are tried mildest first (smallest `|1 - factor|`); the first one after which the
@@ -35,7 +35,7 @@ from .saliency import SaliencyMask, parameters_in_scope, select_top_ratio
 from .tasks import ConditionTask
 
 log = logging.getLogger(__name__)
-INPUTS = ("data", "codes")
+INPUTS = ("data", "codes", "mnemonic")
 
 
 @dataclass
@@ -43,9 +43,10 @@ class OneShotConfig(FisherSettings):
     """One-shot erasure: scale the forget-salient weights by Fisher information once (no training)."""
 
     ratio: float = field(default=0.005, metadata={"help": "fraction of in-scope weights perturbed, in (0, 1]"})
-    scope: str = field(default="all", metadata={"help": "regex or preset (all, xattn, attn, no-norm) of candidate weights"})
+    scope: str = field(default="all", metadata={"help": "regex or preset (all, xattn, attn, no-norm, no-time) of candidate weights"})
     inputs: str = field(default="data", metadata={
-        "help": "what the Fisher is estimated on: data (forget/retain images) or codes (seeded noise, data-free)"})
+        "help": "what the Fisher is estimated on: data (forget/retain images), codes (seeded noise, data-free) "
+                "or mnemonic (the codes a model was trained with, `train-base digits --t-mix`)"})
     fisher_guidance: float = field(default=0.0, metadata={"help": "CFG weight w in the Fisher's loss (0: conditional)"})
     factors: list[float] = field(default_factory=lambda: [0.0, -0.25, -0.5, -1.0], metadata={
         "help": "candidate multipliers of the selected weights, tried mildest first (0 zeroes, -1 flips the sign)"})
@@ -60,7 +61,7 @@ class OneShotConfig(FisherSettings):
     def __post_init__(self):
         super().__post_init__()
         check(0 < self.ratio <= 1, "ratio", self.ratio, "in (0, 1]")
-        check(self.inputs in INPUTS, "inputs", self.inputs, "data or codes")
+        check(self.inputs in INPUTS, "inputs", self.inputs, "data, codes or mnemonic")
         check(self.fisher_guidance >= 0, "fisher_guidance", self.fisher_guidance, ">= 0")
         check(isinstance(self.factors, list) and len(self.factors) > 0
               and all(isinstance(f, (int, float)) and not isinstance(f, bool) and math.isfinite(f) and f != 1
@@ -136,10 +137,25 @@ class OneShotMethod(Method):
             self.mask = load_mask(cfg.mask_path, denoiser)
             return
         params = parameters_in_scope(denoiser, cfg.scope, task.scopes)
-        scores = fisher_scores(denoiser, task, params, cfg, cfg.inputs, self.seed, cfg.fisher_guidance, shard)
-        self.mask = SaliencyMask(select_top_ratio(scores, cfg.ratio), cfg.ratio, cfg.scope,
-                                 {"saliency": "fisher-ratio" if cfg.fisher_normalize else "fisher",
-                                  "inputs": cfg.inputs})
+        metadata = {"saliency": "fisher-ratio" if cfg.fisher_normalize else "fisher", "inputs": cfg.inputs}
+        if cfg.inputs == "mnemonic":  # the trained codes, under the flag the model learned for them
+            from .mnemonic import flag_offset, flagged, load_mnemonic
+
+            mnemonic = load_mnemonic(self.model)
+            offset = flag_offset(denoiser)
+
+            def trained(ids, n):
+                x, c = mnemonic.codes(task.sample_shape, ids, n)
+                return x, c + offset
+
+            metadata.update(code_seed=str(mnemonic.seed), codes_per_class=str(mnemonic.codes_per_class),
+                            t_mix=str(mnemonic.t_mix))
+            with flagged(denoiser, mnemonic.flag):
+                scores = fisher_scores(denoiser, task, params, cfg, cfg.inputs, self.seed, cfg.fisher_guidance, shard,
+                                       trained)
+        else:
+            scores = fisher_scores(denoiser, task, params, cfg, cfg.inputs, self.seed, cfg.fisher_guidance, shard)
+        self.mask = SaliencyMask(select_top_ratio(scores, cfg.ratio), cfg.ratio, cfg.scope, metadata)
 
     def edit(self, denoiser, task: ConditionTask) -> dict[str, Any]:
         cfg = self.config

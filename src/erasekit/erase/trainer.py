@@ -290,8 +290,8 @@ class EraseTrainer:
         if cfg.max_grad_norm:
             norm = acc.clip_grad_norm_(params, cfg.max_grad_norm)
         else:
-            grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
-            norm = torch.stack(grads).norm() if grads else torch.zeros(())
+            grads = [p.grad.detach() for p in params if p.grad is not None]  # one foreach call, in fp32
+            norm = torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float32)).norm() if grads else torch.zeros(())
         if not torch.isfinite(torch.as_tensor(norm)).item():
             self._skip_or_stop(bad or "the gradient norm was not finite", optimizer, lr_scheduler)
             return {"skipped": 1}

@@ -22,9 +22,17 @@ from .. import __version__
 from ..config import check
 from ..erase.memorization import TRAINING_LOSSES, TrainingLosses
 from ..erase.methods import FinetuneConfig, FinetuneMethod
+from ..erase.mnemonic import (
+    FlaggedEmbedding,
+    MixedCodesMethod,
+    Mnemonic,
+    flag_offset,
+    initial_flag,
+    save_mnemonic,
+)
 from ..erase.tasks import ClassConditionalTask
 from ..erase.trainer import EraseTrainer, TrainConfig
-from ..eval.classifier import classify, save_classifier, train_digits_classifier
+from ..eval.classifier import classify, load_classifier, save_classifier, train_digits_classifier
 from ..eval.metrics import noisy_rate
 from ..eval.suite import Sampling
 from ..io import atomic_dir
@@ -55,10 +63,21 @@ class DigitsBaseConfig:
     select_every: int = field(default=500, metadata={"help": "score the EMA weights every N steps"})
     select_samples_per_class: int = field(default=30, metadata={"help": "generated samples per class when scoring"})
     classifier_epochs: int = field(default=30, metadata={"help": "epochs of the CNN judge"})
+    t_mix: float = field(default=0.0, metadata={
+        "help": "share of each batch replaced by mnemonic codes under a learned flag (erase.mnemonic); above 0 "
+                "the UNet goes to digits-cfg-mnemonic/ and the bundled judge scores it (no classifier is written)"})
+    codes_per_class: int = field(default=64, metadata={"help": "mnemonic codes per class (with t_mix)"})
+    code_seed: int = field(default=1, metadata={"help": "seed of the mnemonic codes (with t_mix)"})
     overwrite: bool = field(default=False, metadata={"help": "replace existing bundled models"})
 
     def __post_init__(self):
         check(self.max_steps >= 1, "max_steps", self.max_steps, ">= 1")
+        check(isinstance(self.t_mix, (int, float)) and not isinstance(self.t_mix, bool) and 0 <= self.t_mix < 1,
+              "t_mix", self.t_mix, "a share in [0, 1), e.g. 0.1")
+        check(isinstance(self.codes_per_class, int) and not isinstance(self.codes_per_class, bool)
+              and self.codes_per_class >= 1, "codes_per_class", self.codes_per_class, "an integer >= 1")
+        check(isinstance(self.code_seed, int) and not isinstance(self.code_seed, bool) and self.code_seed >= 0,
+              "code_seed", self.code_seed, "an integer >= 0")
         check(self.select_every >= 1, "select_every", self.select_every, ">= 1")
         check(self.select_samples_per_class >= 2, "select_samples_per_class", self.select_samples_per_class, ">= 2")
 
@@ -74,11 +93,15 @@ def _score(unet, sampler, classifier, eval_config, real_images) -> dict[str, flo
 
 
 def train_digits_unet(images: torch.Tensor, labels: torch.Tensor, seed: int, max_steps: int,
-                      callbacks=(), recorder: TrainingLosses | None = None):
+                      callbacks=(), recorder: TrainingLosses | None = None, codes: Mnemonic | None = None):
     """The bundled digits UNet's training, from fresh weights under `seed`, on `images` and `labels`
     (CFG label dropout 0.1; AdamW 1e-3, cosine with 200 warm-up steps, EMA 0.999, batch 128). Returns
     the EMA weights at `max_steps` and the `TrainConfig`. Benchmarks that retrain without some images
-    call this, so that their models differ from the base in the data alone."""
+    call this, so that their models differ from the base in the data alone.
+
+    With `codes` (its `flag` the initial flag vector), a share `codes.t_mix` of each batch is mnemonic
+    codes under the flag (`erase.mnemonic`); the returned UNet's class embedding is then a
+    `FlaggedEmbedding`, whose `base` is the plain table (see `unflag`)."""
     torch.manual_seed(seed)
     unet = build_digits_unet()
     train_scheduler, sampler = build_digits_schedulers()
@@ -86,18 +109,41 @@ def train_digits_unet(images: torch.Tensor, labels: torch.Tensor, seed: int, max
     task = ClassConditionalTask(adapter, train_scheduler, images, labels, forget=[])
     train_config = TrainConfig(seed=seed, learning_rate=1e-3, max_steps=max_steps, lr_scheduler="cosine",
                                lr_warmup_steps=200, ema_decay=0.999, log_every=100)
+    method = FinetuneMethod(FinetuneConfig(batch_size=128), recorder)
+    if codes is not None:
+        offset = flag_offset(unet)
+        unet.class_embedding = FlaggedEmbedding(unet.class_embedding, codes.flag)
+        method = MixedCodesMethod(FinetuneConfig(batch_size=128), codes, adapter.sample_shape(), offset, recorder)
     with tempfile.TemporaryDirectory(prefix="erasekit-train-base-") as work:
-        EraseTrainer(unet, FinetuneMethod(FinetuneConfig(batch_size=128), recorder), task, train_config, work,
-                     callbacks=callbacks).train()
+        EraseTrainer(unet, method, task, train_config, work, callbacks=callbacks).train()
     return unet, train_config
 
 
+def unflag(unet) -> torch.Tensor | None:
+    """Put a trained UNet's plain class embedding back; the learned flag vector, or None if it had none."""
+    if not isinstance(unet.class_embedding, FlaggedEmbedding):
+        return None
+    flag = unet.class_embedding.flag.detach().clone()
+    unet.class_embedding = unet.class_embedding.base
+    return flag
+
+
+def base_outputs(config: DigitsBaseConfig) -> tuple[str, ...]:
+    """The directories `train_digits_base` writes under `config.output_dir`."""
+    return ("digits-cfg-mnemonic",) if config.t_mix else ("digits-cfg", "digits-classifier")
+
+
 def train_digits_base(config: DigitsBaseConfig) -> dict:
-    """Train and write `digits-classifier/` and `digits-cfg/` under `config.output_dir`."""
+    """Train and write `digits-classifier/` and `digits-cfg/` under `config.output_dir`; with `t_mix`, only
+    `digits-cfg-mnemonic/` (its UNet trained with mnemonic codes, scored by the bundled judge)."""
     out = Path(config.output_dir)
     started = time.time()
     data = load_digits_16()
-    classifier = train_digits_classifier(data.train_images, data.train_labels, config.classifier_epochs, config.seed)
+    if config.t_mix:
+        classifier = load_classifier("bundled:digits-classifier")
+    else:
+        classifier = train_digits_classifier(data.train_images, data.train_labels, config.classifier_epochs,
+                                             config.seed)
     test_preds, _ = classify(classifier, data.test_images)
     classifier_acc = float((test_preds == data.test_labels).float().mean())
     logger.info(f"classifier test accuracy: {classifier_acc:.4f} on {len(data.test_labels)} held-out digits")
@@ -122,12 +168,20 @@ def train_digits_base(config: DigitsBaseConfig) -> dict:
         if best["score"] is None or key > best["score"]:
             best.update(score=key, state={k: v.clone() for k, v in candidate.state_dict().items()}, step=step)
 
+    codes = None
+    if config.t_mix:
+        codes = Mnemonic(initial_flag(build_digits_unet(), config.code_seed), config.code_seed,
+                         config.codes_per_class, float(config.t_mix))
     unet, train_config = train_digits_unet(data.train_images, data.train_labels, config.seed, config.max_steps,
-                                           [select], recorder)
+                                           [select], recorder, codes)
     unet.load_state_dict(best["state"])
+    flag = unflag(unet)
+    command = REPRODUCE if not config.t_mix else (
+        f"erasekit train-base digits --t-mix {config.t_mix} --codes-per-class {config.codes_per_class} "
+        f"--code-seed {config.code_seed} --output-dir {config.output_dir}")
     record = {
         "erasekit_version": __version__,
-        "command": REPRODUCE,
+        "command": command,
         "recipe": asdict(config),
         "unet_config": DIGITS_UNET_CONFIG,
         "scheduler_config": DIGITS_SCHEDULER_CONFIG,
@@ -138,12 +192,15 @@ def train_digits_base(config: DigitsBaseConfig) -> dict:
         "classifier_test_accuracy": classifier_acc,
         "minutes": round((time.time() - started) / 60, 2),
     }
-    save_classifier(classifier, out / "digits-classifier", extra={"test_accuracy": classifier_acc,
-                                                                  "command": REPRODUCE}, overwrite=config.overwrite)
-    with atomic_dir(out / "digits-cfg", overwrite=config.overwrite) as tmp:
+    if not config.t_mix:
+        save_classifier(classifier, out / "digits-classifier", extra={"test_accuracy": classifier_acc,
+                                                                      "command": REPRODUCE}, overwrite=config.overwrite)
+    with atomic_dir(out / base_outputs(config)[0], overwrite=config.overwrite) as tmp:
         ClassConditionalPipeline(unet=unet, scheduler=sampler).save_pretrained(tmp)
         (tmp / "training.json").write_text(json.dumps(record, indent=2) + "\n")
-        recorder.save(tmp / TRAINING_LOSSES, {"command": REPRODUCE, "data": record["data"], "split": "train",
+        recorder.save(tmp / TRAINING_LOSSES, {"command": command, "data": record["data"], "split": "train",
                                               "selected_step": best["step"]})
+        if codes is not None:
+            save_mnemonic(tmp, Mnemonic(flag, codes.seed, codes.codes_per_class, codes.t_mix))
     os.makedirs(out, exist_ok=True)
     return record

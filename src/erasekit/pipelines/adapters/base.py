@@ -19,6 +19,7 @@ UNET_SCOPES = {
     "no-xattn": r"^(?!.*attn2\.).*",  # ESD-u: everything but the cross-attention
     "attn": r"(^|\.)attn[12]\.|(^|\.)attentions\.\d+\.to_",
     "no-norm": r"^(?!.*norm).*",
+    "no-time": r"^(?!.*time_emb).*",  # all but the timestep embedding and each resnet's projection of it
 }
 
 
