@@ -127,9 +127,7 @@ class EraseResult:
 
 # Keys that apply to one model family only; a key of the other family is refused, never ignored.
 CLASS_CONDITIONAL_KEYS = ("forget", "forget_samples", "forget_samples_seed", "data", "data_samples_per_class",
-                          "target_label", "refine",
-                          "refine_proxy", "refine_draws", "refine_steps", "refine_retain",
-                          *(f.name for f in fields(Sampling)))
+                          "target_label", *(f.name for f in fields(Sampling)))
 TEXT_TO_IMAGE_KEYS = tuple(f.name for f in fields(TextConceptConfig))
 MASK_KEYS = ("saliency_guidance", "saliency_batch_size", "saliency_passes")
 
@@ -152,6 +150,9 @@ class Configs:
             hint = "give 'forget_prompts' and 'anchor_prompts'" if family == "text-to-image" else "give 'forget' labels"
             raise ConfigError(f"'{bad[0]}' applies to {other} models, but '{model}' is {family}; remove "
                               f"'{bad[0]}' from the config or flags ({hint})")
+        if family == "text-to-image" and self.run.refine and self.run.refine_proxy in ("training_loss", "holdout"):
+            raise ConfigError(f"'refine_proxy: {self.run.refine_proxy}' reads the digits training run and split, "
+                              f"which '{model}' (text-to-image) has not; use loss, cfg_gain or cond_magnitude")
         if getattr(self.method, "mask_path", None):
             bad = sorted(self.from_cli & set(MASK_KEYS))
             if bad:

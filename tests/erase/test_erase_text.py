@@ -205,3 +205,27 @@ def test_remap_farthest_erases_towards_one_anchor_prompt(tmp_path, monkeypatch):
     anchors = record["concept"]["anchor_prompts"]
     assert len(anchors) == 1 and anchors[0] in CONCEPT["anchor_prompts"]
     assert record["config"]["method"]["remap"] == "farthest"
+
+
+def test_rum_refinement_on_a_text_to_image_model(tmp_path, monkeypatch):
+    """`refine: rum` on prompts: the forget prompts' generated images are split by the proxy and unlearned
+    low, medium, high, each stage with its own mask and budget; per-subset metrics are recorded. The
+    proxies that read the digits training run are refused for a text-to-image model."""
+    monkeypatch.setenv("ERASEKIT_CACHE", str(tmp_path / "cache"))
+    base_dir = tmp_path / "base"
+    tiny_sd_pipeline("epsilon").save_pretrained(base_dir)
+    concept = {**CONCEPT, "forget_prompts": ["a photo of a church", "a church tower"], "num_images_per_prompt": 3}
+    out = tmp_path / "rum"
+    erasekit.erase(pretrained_model_name_or_path=str(base_dir), output_dir=str(out), refine="rum",
+                   refine_steps=[2, 2, 2], refine_draws=2, refine_proxy="cond_magnitude", evaluate=False, **concept)
+    record = json.loads((out / "erasure.json").read_text())
+    refined = record["metrics"]["refine"]
+    assert refined["proxy"] == "cond_magnitude" and [s["subset"] for s in refined["stages"]] == ["low", "medium", "high"]
+    assert sum(p["count"] for p in refined["parts"].values()) == 6  # 2 forget prompts x 3 images
+    parts = list(refined["parts"].values())
+    assert all(a["score_max"] <= b["score_min"] for a, b in zip(parts, parts[1:]))  # split by the proxy's order
+    assert set(refined["stages"][-1]["after"]) == {"low", "medium", "high", "retain"}
+    assert record["mask"]["refine"] == "rum" and record["mask"]["stages"] == "3"
+    with pytest.raises(erasekit.ConfigError, match="'refine_proxy: training_loss'"):
+        erasekit.erase(pretrained_model_name_or_path=str(base_dir), output_dir=str(tmp_path / "no"), refine="rum",
+                       refine_proxy="training_loss", **concept)
