@@ -252,6 +252,7 @@ python benchmarks/quality/bench_digits_classes.py --methods salun --classes 0,1,
 python benchmarks/quality/bench_digits_classes.py --methods esd,rl --classes 1 --seeds 0
 python benchmarks/quality/bench_digits_classes.py --methods esd --classes 0,1,8,9 --seeds 1
 python benchmarks/quality/bench_digits_classes.py --methods oneshot,oneshot-codes --classes 0-9 --seeds 0
+python benchmarks/quality/bench_digits_classes.py --methods retrain --classes 2,3 --seeds 0
 ```
 
 Each row erases one class with the method's recipe (`RECIPES` in the script: salun is
