@@ -48,9 +48,10 @@ def run(model: str, inputs: list[str], classes: list[int], n: int = 50, eval_see
         raise SystemExit(f"{model} has no mnemonic.safetensors; train it with "
                          "`erasekit train-base digits --t-mix 0.1 --output-dir outputs/mnemonic`")
     judge, real = Judge(EvalSuite(metrics=["classifier"])), {}
-    have = {(r["inputs"], r["class"]) for r in done_rows(ROWS)}
+    rows = done_rows(ROWS)
+    have = {(r["inputs"], r["class"]) for r in rows}
     for name, path in BASES.items():
-        if ("base", name) in {(r["inputs"], r.get("base")) for r in done_rows(ROWS)}:
+        if any(r["inputs"] == "base" and r["base"] == name for r in rows):
             continue
         drawn = samples(path or model, judge, n, eval_seed)
         append_row({"inputs": "base", "base": name, "class": -1, "model": path or model,

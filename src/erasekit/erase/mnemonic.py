@@ -35,7 +35,7 @@ MNEMONIC_FILE = "mnemonic.safetensors"
 class Mnemonic:
     """What a model was trained with: the flag vector and the codes' recipe."""
 
-    flag: torch.Tensor  # one row of the class embedding's width
+    flag: torch.Tensor | None  # one row of the class embedding's width (None before training: seeded)
     seed: int  # of `fisher.mnemonic_codes`
     codes_per_class: int
     t_mix: float

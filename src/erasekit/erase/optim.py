@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 import torch
 
-BUCKET_ENTRIES = 1 << 24  # 64 MiB of fp32 per transient list
+BUCKET_ENTRIES = 1 << 24  # selected entries per bucket: each workspace is at most 64 MiB of fp32
 
 
 class MaskedAdamW(torch.optim.Optimizer):

@@ -99,9 +99,9 @@ def train_digits_unet(images: torch.Tensor, labels: torch.Tensor, seed: int, max
     the EMA weights at `max_steps` and the `TrainConfig`. Benchmarks that retrain without some images
     call this, so that their models differ from the base in the data alone.
 
-    With `codes` (its `flag` the initial flag vector), a share `codes.t_mix` of each batch is mnemonic
-    codes under the flag (`erase.mnemonic`); the returned UNet's class embedding is then a
-    `FlaggedEmbedding`, whose `base` is the plain table (see `unflag`)."""
+    With `codes` (its `flag` the initial flag vector, or None for `initial_flag` under `codes.seed`), a
+    share `codes.t_mix` of each batch is mnemonic codes under the flag (`erase.mnemonic`); the returned
+    UNet's class embedding is then a `FlaggedEmbedding`, whose `base` is the plain table (see `unflag`)."""
     torch.manual_seed(seed)
     unet = build_digits_unet()
     train_scheduler, sampler = build_digits_schedulers()
@@ -112,7 +112,8 @@ def train_digits_unet(images: torch.Tensor, labels: torch.Tensor, seed: int, max
     method = FinetuneMethod(FinetuneConfig(batch_size=128), recorder)
     if codes is not None:
         offset = flag_offset(unet)
-        unet.class_embedding = FlaggedEmbedding(unet.class_embedding, codes.flag)
+        flag = codes.flag if codes.flag is not None else initial_flag(unet, codes.seed)
+        unet.class_embedding = FlaggedEmbedding(unet.class_embedding, flag)
         method = MixedCodesMethod(FinetuneConfig(batch_size=128), codes, adapter.sample_shape(), offset, recorder)
     with tempfile.TemporaryDirectory(prefix="erasekit-train-base-") as work:
         EraseTrainer(unet, method, task, train_config, work, callbacks=callbacks).train()
@@ -170,8 +171,7 @@ def train_digits_base(config: DigitsBaseConfig) -> dict:
 
     codes = None
     if config.t_mix:
-        codes = Mnemonic(initial_flag(build_digits_unet(), config.code_seed), config.code_seed,
-                         config.codes_per_class, float(config.t_mix))
+        codes = Mnemonic(None, config.code_seed, config.codes_per_class, float(config.t_mix))
     unet, train_config = train_digits_unet(data.train_images, data.train_labels, config.seed, config.max_steps,
                                            [select], recorder, codes)
     unet.load_state_dict(best["state"])
