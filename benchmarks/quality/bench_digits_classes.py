@@ -10,19 +10,26 @@ scratch without the class, configs/digits-retrain.yaml) is the reference of ToW:
 
 Rows are appended to a JSON-lines file as they finish, so a long run can be resumed (finished rows
 are skipped) and shared out over machines; `--report` writes the Markdown table and the plot.
+`--workers N` runs N erasures at once in spawned processes (retrain first, then seed by seed), for a
+machine with many cores or a GPU that one small erasure leaves idle; `--rows` keeps such a run's rows
+apart, and `--report --rows` writes its own page beside this script.
 
     python benchmarks/quality/bench_digits_classes.py --methods salun,rl,esd,ga,retrain --classes 0-9 --seeds 0,1,2
     python benchmarks/quality/bench_digits_classes.py --report
+    python benchmarks/quality/bench_digits_classes.py --workers 12 --rows benchmarks/results/quality-digits-cuda.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +38,7 @@ import torch
 ROOT = Path(__file__).parents[2]
 RESULTS = Path(__file__).parents[1] / "results"
 ROWS = RESULTS / "quality-digits.jsonl"
+CUDA_ROWS = RESULTS / "quality-digits-cuda.jsonl"  # the run of every method and class on one H200
 NOISE = {"retain_target": "noise", "alpha": 2.0}  # the retain term of the rows before the teacher recipe
 ALL_ZERO = {"scope": "all", "factors": [0.0]}  # one-shot's candidates and factor before scope no-time
 RECIPES = {  # method -> (config file, overrides); keys of other methods are dropped from the file
@@ -40,6 +48,9 @@ RECIPES = {  # method -> (config file, overrides); keys of other methods are dro
     "esd": ("configs/digits.yaml", {"method": "esd", "scope": "all", "negative_guidance": 1.0, "alpha": 2.0}),
     "ga": ("configs/digits.yaml", {"method": "ga", "max_steps": 30, "alpha": 2.0}),
     "retrain": ("configs/digits-retrain.yaml", {}),
+    # A second exact unlearning: retraining again with other initial weights (and, run at another seed,
+    # another data order and noise). Its ToW against `retrain` is what exact unlearning itself scores.
+    "retrain-repeat": ("configs/digits-retrain.yaml", {"init_seed": 1}),
     "oneshot": ("configs/digits-oneshot.yaml", {}),
     "oneshot-codes": ("configs/digits-oneshot.yaml", {"inputs": "codes"}),
     "oneshot-all-zero": ("configs/digits-oneshot.yaml", ALL_ZERO),  # the one-shot recipe before scope no-time
@@ -72,13 +83,13 @@ def recipe(method: str, forget: int, seed: int, output_dir: str) -> dict:
             "overwrite": True, "evaluate": False}
 
 
-def samples(model, judge, n: int, eval_seed: int) -> dict:
+def samples(model, judge, n: int, eval_seed: int, device: str = "cpu") -> dict:
     """Every class drawn with the evaluator's seed scheme, and the judge's labels and features."""
     from erasekit.pipelines.adapters import adapter_for
     from erasekit.pipelines.generation import generate_class_samples
     from erasekit.pipelines.loading import load_pipeline
 
-    pipe = load_pipeline(model)
+    pipe = load_pipeline(model).to(device)
     pipe.set_progress_bar_config(disable=True)
     classes = adapter_for(pipe).num_classes
     images, labels = generate_class_samples(pipe, range(classes), n, eval_seed, 50, 3.0, 250)
@@ -109,7 +120,8 @@ def done_rows(path: Path = ROWS) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
-def erase_and_measure(values: dict, forget: int, judge, real: dict, n: int = 50, eval_seed: int = 1234):
+def erase_and_measure(values: dict, forget: int, judge, real: dict, n: int = 50, eval_seed: int = 1234,
+                      device: str = "cpu"):
     """Erase with the config `values` into a temporary output directory (replacing its `output_dir`),
     judge its samples, and return (metrics, erase seconds); the directory is removed."""
     import erasekit
@@ -119,33 +131,75 @@ def erase_and_measure(values: dict, forget: int, judge, real: dict, n: int = 50,
         started = time.time()
         erasekit.erase(**{**values, "output_dir": str(work / "out")})
         seconds = time.time() - started
-        return metrics_for(samples(work / "out", judge, n, eval_seed), forget, judge, real), seconds
+        return metrics_for(samples(work / "out", judge, n, eval_seed, device), forget, judge, real), seconds
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run(methods: list[str], classes: list[int], seeds: list[int], n: int, eval_seed: int) -> None:
+def device_name() -> str:
+    """Where the erasures run: the CUDA device's name (Accelerate takes it when there is one) or "cpu"."""
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+
+
+def job_order(methods: list[str], classes: list[int], seeds: list[int]) -> list[tuple[str, int, int]]:
+    """(method, class, seed) jobs: retrain (the longest, and every ToW needs it) first, then seed by seed
+    and class by class, so that a run cut short has whole seeds of every method rather than one method."""
+    jobs = [("retrain", c, seeds[0]) for c in classes] if "retrain" in methods else []
+    return jobs + [(m, c, s) for s in seeds for c in classes for m in methods if m != "retrain"]
+
+
+_WORKER: dict = {}
+
+
+def _start_worker(n: int, eval_seed: int, threads: int) -> None:
     from erasekit.eval.measure import Judge
     from erasekit.eval.suite import EvalSuite
 
-    judge = Judge(EvalSuite(metrics=["classifier"]))
-    real: dict = {}
-    have = {(r["method"], r["class"], r["seed"]) for r in done_rows()}
+    torch.set_num_threads(threads)
+    _WORKER.update(judge=Judge(EvalSuite(metrics=["classifier"])), real={}, n=n, eval_seed=eval_seed)
+
+
+def _measure_job(job: tuple[str, int, int]) -> dict:
+    """One job's row, or {"error": ...} so that one failing method does not stop the others."""
+    method, c, seed = job
+    w = _WORKER
+    try:
+        metrics, seconds = erase_and_measure(recipe(method, c, seed, ""), c, w["judge"], w["real"], w["n"],
+                                             w["eval_seed"], "cuda" if torch.cuda.is_available() else "cpu")
+    except Exception:  # noqa: BLE001 - reported by the parent, which goes on with the other jobs
+        return {"method": method, "class": c, "seed": seed, "error": traceback.format_exc()}
+    return {"method": method, "class": c, "seed": seed, **metrics, "erase_seconds": round(seconds, 1),
+            "samples_per_class": w["n"], "eval_seed": w["eval_seed"], "date": time.strftime("%Y-%m-%d"),
+            "machine": platform.node() or "vm", "device": device_name(), "torch": torch.__version__}
+
+
+def run(methods: list[str], classes: list[int], seeds: list[int], n: int, eval_seed: int, rows: Path = ROWS,
+        workers: int = 1) -> None:
+    have = {(r["method"], r["class"], r["seed"]) for r in done_rows(rows)}
+    jobs = [job for job in job_order(methods, classes, seeds) if job not in have]
+    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else torch.get_num_threads()
+    _start_worker(n, eval_seed, threads)
     if ("base", -1, 0) not in have:
-        drawn = samples("bundled:digits-cfg", judge, n, eval_seed)
-        append_row({"method": "base", "class": -1, "seed": 0,
-                 "per_class": {str(c): metrics_for(drawn, c, judge, real) for c in range(drawn["classes"])}})
-    for method in methods:
-        for seed in seeds if method != "retrain" else seeds[:1]:
-            for c in classes:
-                if (method, c, seed) in have:
-                    continue
-                metrics, seconds = erase_and_measure(recipe(method, c, seed, ""), c, judge, real, n, eval_seed)
-                row = {"method": method, "class": c, "seed": seed, **metrics, "erase_seconds": round(seconds, 1),
-                       "samples_per_class": n, "eval_seed": eval_seed, "date": time.strftime("%Y-%m-%d"),
-                       "machine": platform.node() or "vm"}
-                print(json.dumps(row), flush=True)
-                append_row(row)
+        w = _WORKER
+        drawn = samples("bundled:digits-cfg", w["judge"], n, eval_seed, "cuda" if torch.cuda.is_available() else "cpu")
+        append_row({"method": "base", "class": -1, "seed": 0, "device": device_name(),
+                    "per_class": {str(c): metrics_for(drawn, c, w["judge"], w["real"]) for c in range(drawn["classes"])}},
+                   rows)
+    if workers <= 1:
+        done = map(_measure_job, jobs)
+    else:
+        import multiprocessing
+
+        pool = multiprocessing.get_context("spawn").Pool(workers, _start_worker, (n, eval_seed, threads))
+        done = pool.imap_unordered(_measure_job, jobs)
+    command = " ".join(["python", *sys.argv])
+    for row in done:
+        if "error" in row:
+            print(f"FAILED {row['method']} class {row['class']} seed {row['seed']}:\n{row['error']}", flush=True)
+            continue
+        row["command"] = command
+        print(json.dumps(row), flush=True)
+        append_row(row, rows)
 
 
 def append_row(row: dict, path: Path = ROWS) -> None:
@@ -160,41 +214,43 @@ def tow(row: dict, ref: dict) -> float:
             * (1 - min(1.0, abs(row["FD"] - ref["FD"]) / ref["FD"])))
 
 
-def report() -> str:
-    rows = done_rows()
+def report(path: Path = ROWS) -> str:
+    rows = done_rows(path)
     base = next((r for r in rows if r["method"] == "base"), None)
     retrain = {r["class"]: r for r in rows if r["method"] == "retrain"}
     methods = [m for m in RECIPES if any(r["method"] == m for r in rows)]
     lines = ["| method | runs | classes | UA mean (min) | RA drop mean (max), points | FD mean | FD / base FD mean (max) "
-             "| noisy retain share mean (max) | ToW mean | erase s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    summary = {}
+             "| FD / retrain FD mean (max) | noisy retain share mean (max) | ToW mean | erase s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def mean_max(values: list[float], digits: int = 2) -> str:
+        return f"{np.mean(values):.{digits}f} ({max(values):.{digits}f})" if values else "n/a"
+
     for method in methods:
         mine = [r for r in rows if r["method"] == method]
         drops = [100 * (base["per_class"][str(r["class"])]["RA"] - r["RA"]) for r in mine] if base else []
         tows = [tow(r, retrain[r["class"]]) for r in mine if r["class"] in retrain]
-        summary[method] = {"UA": [r["UA"] for r in mine], "ToW": tows}
         ratios = [r["FD"] / base["per_class"][str(r["class"])]["FD"] for r in mine] if base else []
+        to_retrain = [r["FD"] / retrain[r["class"]]["FD"] for r in mine if r["class"] in retrain]
         noisy = [r["noisy_rate_retain"] for r in mine]
         lines.append(
             f"| {method} | {len(mine)} | {','.join(str(c) for c in sorted({r['class'] for r in mine}))} | "
             f"{np.mean([r['UA'] for r in mine]):.3f} ({min(r['UA'] for r in mine):.3f}) | "
-            + (f"{np.mean(drops):.2f} ({max(drops):.2f})" if drops else "n/a") + " | "
-            f"{np.mean([r['FD'] for r in mine]):.1f} | "
-            + (f"{np.mean(ratios):.2f} ({max(ratios):.2f})" if ratios else "n/a") + " | "
-            f"{np.mean(noisy):.3f} ({max(noisy):.3f}) | "
+            f"{mean_max(drops)} | {np.mean([r['FD'] for r in mine]):.1f} | {mean_max(ratios)} | {mean_max(to_retrain)} | "
+            f"{mean_max(noisy, 3)} | "
             + (f"{np.mean(tows):.3f} (n={len(tows)})" if tows else "n/a (no retrain rows)") + " | "
             f"{np.mean([r['erase_seconds'] for r in mine]):.0f} |")
     if base:
         fd = np.mean([v["FD"] for v in base["per_class"].values()])
         noisy = np.mean([v["noisy_rate_retain"] for v in base["per_class"].values()])
+        to_retrain = [base["per_class"][str(c)]["FD"] / retrain[c]["FD"] for c in sorted(retrain)]
         lines.append(f"| base (not erased) | 1 | all | {np.mean([v['UA'] for v in base['per_class'].values()]):.3f} | 0 "
-                     f"| {fd:.1f} | 1 | {noisy:.3f} | | |")
+                     f"| {fd:.1f} | 1 | {mean_max(to_retrain)} | {noisy:.3f} | | |")
         caps = [tow({**base["per_class"][str(c)], "UA": 1.0}, retrain[c]) for c in sorted(retrain)]
         if caps:
             lines.append(f"| *keeps the base exactly* (computed) | | {','.join(str(c) for c in sorted(retrain))} | 1 | 0 "
-                         f"| | 1 | | {np.mean(caps):.3f} (n={len(caps)}) | |")
-    _plot(rows, methods)
+                         f"| | 1 | {mean_max(to_retrain)} | | {np.mean(caps):.3f} (n={len(caps)}) | |")
+    _plot(rows, methods, RESULTS / f"{path.stem}.png")
     return "\n".join(lines)
 
 
@@ -218,8 +274,8 @@ def paired_table(rows: list[dict], method: str = "salun") -> str:
     return "\n".join(lines)
 
 
-def per_run_table() -> str:
-    rows = done_rows()
+def per_run_table(path: Path = ROWS) -> str:
+    rows = done_rows(path)
     base = next((r for r in rows if r["method"] == "base"), None)
     lines = ["| method | class | seed | UA | RA | retain FD | base FD | FD / base FD | noisy retain | erase s |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -230,7 +286,10 @@ def per_run_table() -> str:
     return "\n".join(lines)
 
 
-def write_readme(table: str) -> None:
+def write_readme(table: str, path: Path = ROWS) -> None:
+    if path.resolve() != ROWS.resolve():
+        write_page(table, path)
+        return
     rows = done_rows()
     dates = sorted({r.get("date", "") for r in rows if r.get("date")})
     text = f"""# Quality: class forgetting on the digits model
@@ -253,6 +312,7 @@ python benchmarks/quality/bench_digits_classes.py --methods esd,rl --classes 1 -
 python benchmarks/quality/bench_digits_classes.py --methods esd --classes 0,1,8,9 --seeds 1
 python benchmarks/quality/bench_digits_classes.py --methods oneshot,oneshot-codes --classes 0-9 --seeds 0
 python benchmarks/quality/bench_digits_classes.py --methods retrain --classes 2,3 --seeds 0
+python benchmarks/quality/bench_digits_classes.py --methods retrain-repeat --classes 8,3,0,2 --seeds 1
 ```
 
 Each row erases one class with the method's recipe (`RECIPES` in the script: salun is
@@ -283,6 +343,13 @@ The row *keeps the base exactly* is computed, not run: the ToW of a model that e
 (UA 1) while its retain samples stay the base's (the base's RA and retain FD), against each class's retrain
 row. It is the most any method can score that holds the kept classes at the base, as SalUn's teacher
 retain term does: retraining without a class moves the retain FD by itself, and ToW rewards matching it.
+The row *retrain-repeat* is exact unlearning done a second time: retraining without the class again,
+from other initial weights (`init_seed: 1`) at seed 1. Its ToW against the `retrain` row is what
+exact unlearning itself scores when the reference is one retrained model.
+
+Every class with its retrain reference, on one machine: [{CUDA_ROWS.stem}.md]({CUDA_ROWS.stem}.md) (an
+H200, where salun, esd, rl, ga and retrain ran on classes 0-9 at seeds 0 and 1). The same runs on both
+machines: {agreement(rows, done_rows(CUDA_ROWS), f"`{CUDA_ROWS.name}`")}
 
 SalUn against each other method on the same classes and seeds (ToW per pair, then averaged):
 
@@ -297,7 +364,66 @@ SalUn against each other method on the same classes and seeds (ToW per pair, the
     (Path(__file__).parent / "README.md").write_text(text)
 
 
-def _plot(rows, methods) -> None:
+def agreement(rows: list[dict], other: list[dict], where: str) -> str:
+    """How far the runs of two rows files that share (method, class, seed) differ: the same erasure
+    measured on two machines."""
+    theirs = {(r["method"], r["class"], r["seed"]): r for r in other if r["method"] != "base"}
+    pairs = [(r, theirs[k]) for r in rows if (k := (r["method"], r["class"], r["seed"])) in theirs]
+    if not pairs:
+        return f"no run here is also in {where}."
+    d_ua = max(abs(a["UA"] - b["UA"]) for a, b in pairs)
+    d_fd = max(abs(a["FD"] - b["FD"]) for a, b in pairs)
+    methods = ", ".join(sorted({a["method"] for a, _ in pairs}))
+    return (f"{len(pairs)} runs ({methods}) are also in {where}: their UA differs by at most {d_ua:.2f} and "
+            f"their retain FD by at most {d_fd:.2f}.")
+
+
+def write_page(table: str, path: Path) -> None:
+    """The page of a rows file other than the default one: `<stem>.md` beside this script, with the
+    commands and devices its rows record."""
+    rows = done_rows(path)
+    dates = sorted({r["date"] for r in rows if r.get("date")})
+    devices = sorted({r["device"] for r in rows if r.get("device")})
+    commands = sorted({r["command"] for r in rows if r.get("command")})
+    torches = sorted({r["torch"] for r in rows if r.get("torch")})
+    coverage = "; ".join(
+        f"{m}: " + ", ".join(f"seed {seed} x{sum(1 for r in rows if r['method'] == m and r['seed'] == seed)}"
+                             for seed in sorted({r["seed"] for r in rows if r["method"] == m}))
+        for m in dict.fromkeys(r["method"] for r in rows if r["method"] != "base"))
+    text = f"""# Quality: class forgetting on the digits model, `{path.name}`
+
+Written by `python benchmarks/quality/bench_digits_classes.py --report --rows {os.path.relpath(path, ROOT)}`
+(runs of {", ".join(dates) or "n/a"}, on {", ".join(devices) or "n/a"}, torch {", ".join(torches) or "n/a"}).
+Rows were produced by
+
+```bash
+{chr(10).join(commands)}
+```
+
+Runs per method and seed (a run cut short has whole seeds first): {coverage}.
+
+The methods, metrics and ToW are those of [README.md](README.md); every row here, the base and the retrain
+references included, comes from this file, so the comparison is on one machine. "erase s" ran beside
+other erasures in `--workers` processes: compare it within this page only.
+
+{table}
+
+SalUn against each other method on the same classes and seeds (ToW per pair, then averaged):
+
+{paired_table(rows)}
+
+The same runs on another machine: {agreement(rows, done_rows(), f"`{ROWS.name}`, measured on the 2-core CPU")}
+
+![UA and FD per class](../results/{path.stem}.png)
+
+## Every run
+
+{per_run_table(path)}
+"""
+    (Path(__file__).parent / f"{path.stem}.md").write_text(text)
+
+
+def _plot(rows, methods, png: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -316,7 +442,7 @@ def _plot(rows, methods) -> None:
     axes[0].set_ylim(-0.05, 1.05)
     axes[1].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(RESULTS / "quality-digits.png")
+    fig.savefig(png)
     plt.close(fig)
 
 
@@ -327,15 +453,22 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--samples-per-class", type=int, default=50)
     parser.add_argument("--eval-seed", type=int, default=1234)
+    parser.add_argument("--rows", type=Path, default=ROWS, help="the JSON-lines results file (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=1, help="erasures at once, each in its own process")
     parser.add_argument("--report", action="store_true", help="print the Markdown table and write the plot")
     args = parser.parse_args()
+    unknown = sorted(set(args.methods.split(",")) - set(RECIPES))
+    if unknown or args.workers < 1:
+        parser.error(f"unknown method {unknown[0]!r}; choose from {', '.join(RECIPES)}" if unknown
+                     else "--workers must be at least 1")
+    args.rows = args.rows.resolve()
     if args.report:
-        table = report()
+        table = report(args.rows)
         print(table)
-        write_readme(table)
+        write_readme(table, args.rows)
         return
     run(args.methods.split(","), parse_range(args.classes), parse_range(args.seeds), args.samples_per_class,
-        args.eval_seed)
+        args.eval_seed, args.rows, args.workers)
 
 
 if __name__ == "__main__":

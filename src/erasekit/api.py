@@ -22,6 +22,7 @@ from . import __version__
 from .config import build_configs, check, load_yaml
 from .erase.masks import MASK_FILE_KEYS, save_mask
 from .erase.methods import Shard, get_method
+from .erase.mnemonic import carry_mnemonic
 from .erase.text import TextConceptConfig
 from .erase.trainer import CHECKPOINT_DIR, EraseTrainer, TrainConfig, make_accelerator
 from .errors import ConfigError
@@ -352,6 +353,7 @@ def run_erase(cfg: Configs) -> EraseResult:
     if run.save_dtype:
         denoiser.to(DTYPES[run.save_dtype])
     erased.save_pretrained(staging, variant=run.variant)
+    carry_mnemonic(run.pretrained_model_name_or_path, staging)
     metrics: dict[str, Any] = {"train": last, **({"refine": refined} if refined else {})}
     report_path = _evaluate(cfg, erased, base, concept, staging, metrics, accelerator)
     record = {

@@ -145,3 +145,10 @@ def test_train_base_t_mix_writes_a_plain_model_and_its_codes_for_oneshot(tmp_pat
         "inputs": "mnemonic", "code_seed": "1", "codes_per_class": "8", "t_mix": "0.1"}
     assert isinstance(erasekit.load_pipeline(out).unet.class_embedding, torch.nn.Embedding)
     assert not isinstance(erasekit.load_pipeline(out).unet.class_embedding, FlaggedEmbedding)
+    # The erased model carries the codes' record, so it can be erased again from the same codes.
+    assert (out / MNEMONIC_FILE).read_bytes() == (model / MNEMONIC_FILE).read_bytes()
+    again = tmp_path / "erased-again"
+    erasekit.erase(config=str(ROOT / "configs" / "digits-oneshot.yaml"), pretrained_model_name_or_path=str(out),
+                   inputs="mnemonic", factors=[0.0], forget=[5], output_dir=str(again), evaluate=False)
+    assert json.loads((again / "erasure.json").read_text())["mask"]["code_seed"] == "1"
+    assert (again / MNEMONIC_FILE).is_file()

@@ -98,6 +98,20 @@ def save_mnemonic(directory: Path, mnemonic: Mnemonic) -> None:
                         "t_mix": repr(mnemonic.t_mix)})
 
 
+def carry_mnemonic(model: str, directory: Path) -> bool:
+    """Copy a local base's mnemonic record into its erased copy, so that the erased model can be erased
+    again from the same codes; the flag is not a UNet weight, so erasure leaves it as trained."""
+    import shutil
+
+    from ..pipelines.loading import resolve_model_path
+
+    source = Path(resolve_model_path(model)) / MNEMONIC_FILE
+    if not source.is_file():
+        return False
+    shutil.copyfile(source, Path(directory) / MNEMONIC_FILE)
+    return True
+
+
 def load_mnemonic(model: str) -> Mnemonic:
     """The mnemonic record beside a model (a directory or `bundled:` name)."""
     from safetensors import safe_open
