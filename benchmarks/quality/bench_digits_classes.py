@@ -313,6 +313,7 @@ python benchmarks/quality/bench_digits_classes.py --methods esd --classes 0,1,8,
 python benchmarks/quality/bench_digits_classes.py --methods oneshot,oneshot-codes --classes 0-9 --seeds 0
 python benchmarks/quality/bench_digits_classes.py --methods retrain --classes 2,3 --seeds 0
 python benchmarks/quality/bench_digits_classes.py --methods retrain-repeat --classes 8,3,0,2 --seeds 1
+python benchmarks/quality/bench_digits_classes.py --methods retrain-repeat --classes 1,9 --seeds 1
 ```
 
 Each row erases one class with the method's recipe (`RECIPES` in the script: salun is

@@ -3,7 +3,7 @@ import copy
 import pytest
 import torch
 
-from erasekit.erase.masks import load_mask, save_mask
+from erasekit.erase.masks import MASK_FILE_KEYS, load_mask, save_mask
 from erasekit.erase.saliency import SaliencyMask, select_top_ratio
 from erasekit.errors import ConfigError
 
@@ -23,6 +23,18 @@ def test_round_trip_keeps_bits_and_metadata(tiny_pipe, tmp_path):
     assert loaded.ratio == 0.25 and loaded.scope == "all"
     assert loaded.metadata["concept"] == "class 1" and loaded.metadata["selected"] == str(mask.selected)
     assert all(m.dtype == torch.bool for m in loaded.masks.values())
+
+
+def test_file_keys_are_what_save_adds_to_the_methods_metadata(tiny_pipe, tmp_path):
+    """`erasure.json` strips MASK_FILE_KEYS to keep the method's own metadata: they must be exactly the
+    keys that `save_mask` adds."""
+    unet = tiny_pipe.unet
+    mask = _mask(unet)
+    mask.metadata = {"inputs": "codes", "code_seed": "1"}
+    save_mask(mask, tmp_path / "m.safetensors", unet, concept="class 1")
+    written = load_mask(tmp_path / "m.safetensors", unet).metadata
+    assert set(written) - {"inputs", "code_seed"} == set(MASK_FILE_KEYS)
+    assert {k: v for k, v in written.items() if k not in MASK_FILE_KEYS} == {"inputs": "codes", "code_seed": "1"}
 
 
 def test_existing_mask_is_not_overwritten(tiny_pipe, tmp_path):

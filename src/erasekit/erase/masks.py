@@ -16,7 +16,15 @@ from .saliency import SaliencyMask
 MASK_FORMAT = "erasekit-mask-v1"
 
 
-MASK_FILE_KEYS = ("format", "ratio", "scope", "concept", "selected", "total", "erasekit_version", "base_fingerprint")
+def _file_fields(mask: SaliencyMask, concept: str, base_fingerprint: str | None) -> dict[str, str]:
+    """What `save_mask` writes beside the method's own metadata."""
+    fields = {"format": MASK_FORMAT, "ratio": repr(mask.ratio), "scope": mask.scope, "concept": concept,
+              "selected": str(mask.selected), "total": str(mask.total), "erasekit_version": __version__}
+    return {**fields, "base_fingerprint": base_fingerprint} if base_fingerprint else fields
+
+
+# The keys of a mask file that are not the method's: `erasure.json` records the method's metadata without them.
+MASK_FILE_KEYS = tuple(_file_fields(SaliencyMask({}, 0.0, ""), "", "-"))
 
 
 def save_mask(mask: SaliencyMask, path: str | os.PathLike, unet=None, concept: str = "", overwrite: bool = False,
@@ -25,18 +33,9 @@ def save_mask(mask: SaliencyMask, path: str | os.PathLike, unet=None, concept: s
 
     The fingerprint is `base_fingerprint` if given, else computed from `unet`.
     """
-    metadata = {
-        **mask.metadata,
-        "format": MASK_FORMAT,
-        "ratio": repr(mask.ratio),
-        "scope": mask.scope,
-        "concept": concept,
-        "selected": str(mask.selected),
-        "total": str(mask.total),
-        "erasekit_version": __version__,
-    }
-    if base_fingerprint or unet is not None:
-        metadata["base_fingerprint"] = base_fingerprint or fingerprint_state_dict(unet.state_dict())
+    if not base_fingerprint and unet is not None:
+        base_fingerprint = fingerprint_state_dict(unet.state_dict())
+    metadata = {**mask.metadata, **_file_fields(mask, concept, base_fingerprint)}
     tensors = {name: m.to("cpu", torch.bool).contiguous() for name, m in mask.masks.items()}
     with atomic_file(path, overwrite) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
