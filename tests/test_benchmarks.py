@@ -44,7 +44,8 @@ def test_agreement_reports_the_largest_gaps_over_shared_runs(bench):
 
 
 @pytest.mark.parametrize("args, message", [(["--methods", "salun,nope"], "unknown method 'nope'"),
-                                           (["--workers", "0"], "--workers must be at least 1")])
+                                           (["--workers", "0"], "--workers must be at least 1"),
+                                           (["--report", "--rows", "/nonexistent/rows.jsonl"], "holds no rows")])
 def test_bad_flags_get_a_usage_error(bench, monkeypatch, capsys, args, message):
     monkeypatch.setattr(sys, "argv", ["bench_digits_classes.py", *args])
     with pytest.raises(SystemExit) as exit_info:

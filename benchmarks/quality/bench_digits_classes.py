@@ -136,9 +136,14 @@ def erase_and_measure(values: dict, forget: int, judge, real: dict, n: int = 50,
         shutil.rmtree(work, ignore_errors=True)
 
 
+def device() -> str:
+    """Where erasures run (Accelerate takes CUDA when there is one), and so where samples are drawn."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def device_name() -> str:
-    """Where the erasures run: the CUDA device's name (Accelerate takes it when there is one) or "cpu"."""
-    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    """The device recorded in the rows: the CUDA device's name, or "cpu"."""
+    return torch.cuda.get_device_name() if device() == "cuda" else "cpu"
 
 
 def job_order(methods: list[str], classes: list[int], seeds: list[int]) -> list[tuple[str, int, int]]:
@@ -165,7 +170,7 @@ def _measure_job(job: tuple[str, int, int]) -> dict:
     w = _WORKER
     try:
         metrics, seconds = erase_and_measure(recipe(method, c, seed, ""), c, w["judge"], w["real"], w["n"],
-                                             w["eval_seed"], "cuda" if torch.cuda.is_available() else "cpu")
+                                             w["eval_seed"], device())
     except Exception:  # noqa: BLE001 - reported by the parent, which goes on with the other jobs
         return {"method": method, "class": c, "seed": seed, "error": traceback.format_exc()}
     return {"method": method, "class": c, "seed": seed, **metrics, "erase_seconds": round(seconds, 1),
@@ -181,30 +186,31 @@ def run(methods: list[str], classes: list[int], seeds: list[int], n: int, eval_s
     _start_worker(n, eval_seed, threads)
     if ("base", -1, 0) not in have:
         w = _WORKER
-        drawn = samples("bundled:digits-cfg", w["judge"], n, eval_seed, "cuda" if torch.cuda.is_available() else "cpu")
+        drawn = samples("bundled:digits-cfg", w["judge"], n, eval_seed, device())
         append_row({"method": "base", "class": -1, "seed": 0, "device": device_name(),
                     "per_class": {str(c): metrics_for(drawn, c, w["judge"], w["real"]) for c in range(drawn["classes"])}},
                    rows)
-    if workers <= 1:
-        done = map(_measure_job, jobs)
-    else:
-        import multiprocessing
+    import multiprocessing
 
-        pool = multiprocessing.get_context("spawn").Pool(workers, _start_worker, (n, eval_seed, threads))
-        done = pool.imap_unordered(_measure_job, jobs)
+    pool = multiprocessing.get_context("spawn").Pool(workers, _start_worker, (n, eval_seed, threads)) \
+        if workers > 1 else None
     command = " ".join(["python", *sys.argv])
-    for row in done:
-        if "error" in row:
-            print(f"FAILED {row['method']} class {row['class']} seed {row['seed']}:\n{row['error']}", flush=True)
-            continue
-        row["command"] = command
-        print(json.dumps(row), flush=True)
-        append_row(row, rows)
+    try:
+        for row in pool.imap_unordered(_measure_job, jobs) if pool else map(_measure_job, jobs):
+            if "error" in row:
+                print(f"FAILED {row['method']} class {row['class']} seed {row['seed']}:\n{row['error']}", flush=True)
+                continue
+            row["command"] = command
+            print(json.dumps(row), flush=True)
+            append_row(row, rows)
+    finally:
+        if pool:  # every job has returned, or the run was interrupted: no worker is left running
+            pool.terminate()
 
 
 def append_row(row: dict, path: Path = ROWS) -> None:
     """Append one finished row, so that an interrupted run resumes after it."""
-    path.parent.mkdir(exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
         f.write(json.dumps(row) + "\n")
 
@@ -463,6 +469,8 @@ def main() -> None:
         parser.error(f"unknown method {unknown[0]!r}; choose from {', '.join(RECIPES)}" if unknown
                      else "--workers must be at least 1")
     args.rows = args.rows.resolve()
+    if args.report and not done_rows(args.rows):
+        parser.error(f"--rows {args.rows} holds no rows to report; run the bench with that --rows first")
     if args.report:
         table = report(args.rows)
         print(table)
