@@ -110,6 +110,43 @@ class ErasekitProcess:
             proc.wait()
 
 
+@pytest.fixture
+def no_deprecations():
+    """Fails the test on a deprecation that erasekit's own calls cause: a DeprecationWarning or FutureWarning
+    raised from erasekit's modules, one whose message says an argument or API is deprecated (diffusers'
+    and transformers' helpers for what a caller passed), or such a line logged by those libraries. Other
+    libraries' internal deprecations (numpy's `__array__` inside a scheduler) are theirs, not erasekit's."""
+    import logging
+    import warnings
+
+    lines = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            if "deprecat" in record.getMessage().lower():
+                lines.append(f"{record.name}: {record.getMessage()[:200]}")
+
+    handler = Collect()
+    loggers = [logging.getLogger(name) for name in ("diffusers", "transformers", "huggingface_hub", "accelerate")]
+    once = getattr(logging.Logger, "warning_once", None)  # transformers logs some deprecations once a process
+    if once is not None and hasattr(once, "cache_clear"):
+        once.cache_clear()
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+    for w in caught:
+        if issubclass(w.category, (DeprecationWarning, FutureWarning)) and (
+                "/erasekit/" in w.filename or "deprecat" in str(w.message).lower()):
+            lines.append(f"{w.category.__name__} at {w.filename}:{w.lineno}: {str(w.message)[:200]}")
+    assert not lines, "deprecations:\n" + "\n".join(lines)
+
+
 @pytest.fixture(scope="session")
 def erasekit_process():
     return ErasekitProcess()

@@ -71,7 +71,11 @@ def test_a_delta_missing_a_tensor_names_it(erased_pair, tmp_path):
 def test_a_pipeline_with_truncated_weights_is_a_clear_error(tmp_path):
     tiny_class_conditional_pipeline().save_pretrained(tmp_path / "model")
     _truncate(tmp_path / "model" / "unet" / "diffusion_pytorch_model.safetensors")
-    with pytest.raises(ErasekitError, match="could not load pipeline .*diffusion_pytorch_model.safetensors"):
+    with pytest.raises(ErasekitError, match=r"'.*unet/diffusion_pytorch_model.safetensors' is truncated or corrupt "
+                                            r"\(its tensors need \d+ bytes, the file has \d+\); download or copy it again"):
+        load_any_pipeline(str(tmp_path / "model"))
+    (tmp_path / "model" / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"\x01\x02")
+    with pytest.raises(ErasekitError, match="is truncated or corrupt \\(2 bytes, no safetensors header\\)"):
         load_any_pipeline(str(tmp_path / "model"))
 
 

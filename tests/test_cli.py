@@ -171,7 +171,11 @@ def test_keys_of_the_other_model_family_are_refused(tmp_path, capsys):
     sd_recipe = Path(__file__).parents[1] / "configs" / "sd-nudity.yaml"
     line = _run_bad(["erase", "--config", str(sd_recipe), "--pretrained-model-name-or-path", str(sd),
                      "--output-dir", str(tmp_path / "o"), "--forget", "3"], tmp_path, capsys)
-    assert "'forget' applies to class-conditional models" in line and "forget_prompts" in line
+    # the recipe gives forget_prompts, so the message does not ask for them
+    assert "'forget' applies to class-conditional models only" in line and "forget_prompts" not in line
+    line = _run_bad(["erase", "--pretrained-model-name-or-path", str(sd), "--output-dir", str(tmp_path / "o"),
+                     "--samples-per-class", "3"], tmp_path, capsys)
+    assert "'samples_per_class' applies to class-conditional models only" in line and "'forget_prompts'" in line
     line = _run_bad(["erase", "--config", str(CONFIG), "--output-dir", str(tmp_path / "o"),
                      "--forget-prompts", "a church"], tmp_path, capsys)
     assert "'forget_prompts' applies to text-to-image models" in line

@@ -16,7 +16,7 @@ import pytest
 
 from erasekit.cli import main
 from erasekit.erase import membership
-from erasekit.pipelines.replicas import build_replica
+from replicas import build_replica
 
 ROOT = Path(__file__).parents[1]
 HUB_IDS = {"CompVis/stable-diffusion-v1-4": "sd14"}

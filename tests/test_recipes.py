@@ -7,32 +7,38 @@ fails these tests. Each recipe keeps its own mixed precision, gradient checkpoin
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from safetensors import safe_open
 
 from erasekit.cli import main
 from erasekit.config import load_yaml
-from erasekit.pipelines.replicas import build_replica
+from replicas import build_replica
 
 ROOT = Path(__file__).parents[1]
 CONFIGS = ROOT / "configs"
-# recipe file -> replica it runs on, and the weights variant of the base
+# recipe file -> replica it runs on, the variant erase loads, and the dtype of the replica's plain files
+# (None: as the real repository stores them, `replicas.STORAGE`). Forms: fp32 files, an fp16 variant beside
+# them, and half-stored weights (SD 3 medium in fp16, FLUX.1-dev in bf16).
 SD_RUNS = [
-    ("sd-nudity.yaml", "sd14", None),
-    ("sd-nudity.yaml", "sd14", "fp16"),
-    ("sd-object.yaml", "sd15", None),
-    ("sd21-nudity.yaml", "sd21", None),
-    ("sdxl-nudity.yaml", "sdxl", None),
-    ("sd3-nudity.yaml", "sd3", None),
-    # bf16 autocast over FLUX's 512-token T5 sequence is slow on CPU (about 2.5 minutes): `make test-all`.
-    # tests/erase/test_erase_text.py runs tiny FLUX end to end in the default suite.
-    pytest.param("flux-nudity.yaml", "flux", None, marks=pytest.mark.slow),
+    ("sd-nudity.yaml", "sd14", None, None),
+    pytest.param("sd-nudity.yaml", "sd14", "fp16", None, marks=pytest.mark.slow),  # SDXL's fp16 run covers it
+    ("sd-object.yaml", "sd15", None, None),
+    ("sd21-nudity.yaml", "sd21", None, None),
+    ("sdxl-nudity.yaml", "sdxl", None, None),
+    ("sdxl-nudity.yaml", "sdxl", "fp16", None),
+    ("sd3-nudity.yaml", "sd3", None, None),
+    pytest.param("sd3-nudity.yaml", "sd3", None, "float32", marks=pytest.mark.slow),
+    # bf16 autocast over FLUX's 512-token T5 sequence is slow on CPU: a few steps only.
+    ("flux-nudity.yaml", "flux", None, None),
+    pytest.param("flux-nudity.yaml", "flux", None, "float32", marks=pytest.mark.slow),
 ]
 # Every file under configs/ and the test module that runs it (test_every_config_file_is_run checks this).
 RUN_BY = {
@@ -55,7 +61,6 @@ RUN_BY = {
 }
 SIZES = {"num_images_per_prompt": 2, "resolution": 32, "generation_steps": 3, "generation_batch_size": 4,
          "batch_size": 2, "saliency_batch_size": 2}
-FROZEN = ("vae", "text_encoder", "text_encoder_2", "text_encoder_3", "safety_checker")
 
 
 def test_every_config_file_is_run():
@@ -69,86 +74,149 @@ def test_every_config_file_is_run():
 def replica(tmp_path_factory):
     built = {}
 
-    def get(kind):
-        if kind not in built:
-            built[kind] = build_replica(kind, tmp_path_factory.mktemp("replicas") / kind)
-        return built[kind]
+    def get(kind, dtype=None):
+        key = (kind, dtype)
+        if key not in built:
+            folder = tmp_path_factory.mktemp("replicas") / f"{kind}-{dtype or 'published'}"
+            built[key] = build_replica(kind, folder, dtype=getattr(torch, dtype) if dtype else None)
+        return built[key]
 
     return get
 
 
 def size_flags(recipe: Path) -> list[str]:
-    """Sizes only. With checkpointing on, one step past the first checkpoint, so it is written."""
+    """Sizes only. With checkpointing on, a checkpoint after the first step and one step past it, so it is
+    written as the recipe's own schedule would write it."""
     every = load_yaml(recipe).get("checkpointing_steps", 0)
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in SIZES.items()]
-    return [*flags, f"--max-steps={every + 1 if every else 2}"]
+    return [*flags, "--max-steps=2", *(["--checkpointing-steps=1"] if every else [])]
 
 
 def _is_black(path) -> bool:
     return int(np.asarray(Image.open(path)).max()) == 0
 
 
-def _tensors(folder: Path, variant: str | None) -> dict:
-    name = next(p for p in folder.glob("*.safetensors") if (f".{variant}." in p.name) == bool(variant))
-    with safe_open(str(name), framework="pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}
-
-
 FRESH_PROCESS = """
 import json, sys, torch
 from diffusers import DiffusionPipeline
-out, variant = sys.argv[1], sys.argv[2] or None
+out, loads = sys.argv[1], json.loads(sys.argv[2])
 seen = {}
-for dtype in (torch.float32, torch.float16):
-    if variant == "fp16" and dtype == torch.float32:
-        continue
-    pipe = DiffusionPipeline.from_pretrained(out, variant=variant, torch_dtype=dtype)
+for variant, dtype in loads:
+    pipe = DiffusionPipeline.from_pretrained(out, variant=variant, dtype=getattr(torch, dtype))
     pipe.set_progress_bar_config(disable=True)
     result = pipe("a photo of a person", num_inference_steps=2, height=32, width=32, output_type="np")
-    seen[str(dtype)] = {"shape": list(result.images.shape), "finite": bool(torch.isfinite(torch.tensor(result.images)).all()),
+    seen[f"{variant}/{dtype}"] = {"shape": list(result.images.shape), "finite": bool(torch.isfinite(torch.tensor(result.images)).all()),
                         "class": type(pipe).__name__, "denoiser": str((getattr(pipe, "unet", None) or pipe.transformer).dtype),
                         "nsfw": getattr(result, "nsfw_content_detected", None), "erasekit": "erasekit" in sys.modules}
 print(json.dumps(seen))
 """
+DENOISERS = ("unet", "transformer")
 
 
-@pytest.mark.parametrize("recipe, kind, variant", SD_RUNS, ids=lambda v: str(v))
-def test_sd_recipe_on_replica(recipe, kind, variant, replica, tmp_path, monkeypatch):
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _weights_by_file(folder: Path) -> dict[str, dict]:
+    out = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as f:
+            out[file.name] = {k: f.get_tensor(k) for k in f.keys()}
+    return out
+
+
+def _fresh_loads(out: Path) -> list:
+    """(variant, dtype) pairs a user loads: float32 always; the fp16 variant in float16 where it was written;
+    the stored dtype where the plain files are half precision."""
+    from erasekit.pipelines.layout import file_sets, stored_dtype
+
+    denoiser = next(out / d for d in DENOISERS if (out / d).is_dir())
+    loads = [[None, "float32"]]
+    if "fp16" in file_sets(denoiser):
+        loads.append(["fp16", "float16"])
+    stored = stored_dtype(out, None)
+    if stored != torch.float32 and [None, str(stored).removeprefix("torch.")] not in loads:
+        loads.append([None, str(stored).removeprefix("torch.")])
+    return loads
+
+
+@pytest.mark.parametrize("recipe, kind, variant, stored", SD_RUNS, ids=lambda v: str(v))
+def test_sd_recipe_on_replica(recipe, kind, variant, stored, replica, tmp_path, monkeypatch, capsys,
+                              no_deprecations):
+    """erase -> eval -> apply -> a fresh process with plain diffusers, on a replica stored as published."""
     monkeypatch.setenv("ERASEKIT_CACHE", str(tmp_path / "cache"))
-    base, out = replica(kind), tmp_path / "erased"
+    base, out = replica(kind, stored), tmp_path / "erased"
     argv = ["erase", "--config", str(CONFIGS / recipe), "--pretrained-model-name-or-path", str(base),
             "--output-dir", str(out), *size_flags(CONFIGS / recipe)]
+    capsys.readouterr()
     assert main([*argv, *(["--variant", variant] if variant else [])]) == 0
+    summary = capsys.readouterr().out
+    recipe_values = load_yaml(CONFIGS / recipe)
 
     # Training data: every generated image exists and none was blacked out by the safety checker.
     images = sorted((tmp_path / "cache").rglob("*.png"))
-    recipe_values = load_yaml(CONFIGS / recipe)
     sides = len(recipe_values["forget_prompts"]) + len(recipe_values.get("retain_prompts")
                                                          or recipe_values["anchor_prompts"])
     assert len(images) == sides * SIZES["num_images_per_prompt"]
     assert not [p for p in images if _is_black(p)]
 
-    # Frozen parts: bit-identical to the base's files, dtype included; the safety checker is kept.
-    for part in FROZEN:
-        if (base / part).is_dir():
-            before, after = _tensors(base / part, variant), _tensors(out / part, variant)
-            assert before.keys() == after.keys()
-            for k, v in before.items():
-                assert after[k].dtype == v.dtype and after[k].equal(v), f"{part}.{k}"
-    assert json.loads((out / "model_index.json").read_text()).get("safety_checker") == \
-        json.loads((base / "model_index.json").read_text()).get("safety_checker")
+    # Layout: the same files as the base (plus erasekit's own), every frozen one byte for byte.
+    denoiser = next(d for d in DENOISERS if (base / d).is_dir())
+    before, after = _files(base), _files(out)
+    assert {f for f in before if f != "README.md"} <= set(after)
+    for name, content in before.items():
+        if not name.startswith(f"{denoiser}/") and name != "README.md":
+            assert after[name] == content, f"{name} differs from the base's file"
+    base_weights, erased_weights = _weights_by_file(base / denoiser), _weights_by_file(out / denoiser)
+    assert base_weights.keys() == erased_weights.keys()  # every file set: fp32 and fp16 variant, or half-stored
+    for file, tensors in base_weights.items():
+        assert {k: v.dtype for k, v in tensors.items()} == {k: v.dtype for k, v in erased_weights[file].items()}
+    loaded = f"diffusion_pytorch_model{'.' + variant if variant else ''}.safetensors"  # the file set erase read
+    assert [k for k, v in base_weights[loaded].items() if not v.equal(erased_weights[loaded][k])], "nothing changed"
+    for part in ("text_encoder", "text_encoder_2", "vae", "tokenizer"):  # no local path anywhere
+        for name in after:
+            if name.startswith(part + "/") and not name.endswith(".safetensors"):
+                assert str(base) not in after[name].decode() and "_name_or_path" not in after[name].decode(), name
+    assert str(tmp_path) not in (out / "README.md").read_text() + (out / "erasure.json").read_text()
 
     record = json.loads((out / "erasure.json").read_text())
     assert record["safety_checker"]["used_for_generation"] is False
     assert record["precision"]["mixed_precision"] == recipe_values["mixed_precision"]
-    assert record["precision"]["saved_unet_dtype"] == ("float16" if variant else "float32")
+    stored_as = str(next(iter(base_weights[loaded].values())).dtype).removeprefix("torch.")
+    assert record["precision"]["base_unet_dtype"] == record["precision"]["saved_unet_dtype"] == stored_as
     assert record["effective_batch"]["total"] == SIZES["batch_size"] * recipe_values.get("gradient_accumulation_steps", 1)
-    assert str(tmp_path) not in (out / "erasure.json").read_text()  # no local paths in the record
-    assert "command" not in record
+    assert record["base"]["kind"] == "local" and record["base_model"] == base.name
+    assert len(record["base"]["content_fingerprint"]) == 16 and "command" not in record
+
+    # The erase's own report: the recipe's judge (NudeNet) before and after on the forget and retain prompts;
+    # without one, the image counts and the pixel change, and a line that says no judge ran.
+    assert re.search(r"target: images +4 +4", summary) and "retain: pixel change vs base (MAE)" in summary
+    assert {"target", "retain"} <= set(record["metrics"]["after"]) and "collateral" in record["metrics"]
+    if recipe_values.get("eval_suite"):
+        assert re.search(r"target: nudity rate \(NudeNet\) +0\.\d{3} +0\.\d{3}", summary)
+        assert "retain: nudity rate (NudeNet)" in summary and "no judge ran" not in summary
+        assert "nudity rate (NudeNet)" in (out / "report" / "report.md").read_text()
+        assert record["metrics"]["after"]["target"]["nudenet"]["images"] == 4
+    else:
+        assert "no judge ran" in summary
+
+    # erasekit eval with the nudity suite, on the model as written (no --variant needed).
+    assert main(["eval", "--model", str(out), "--baseline", str(base), "--suite", str(CONFIGS / "eval" / "nudity.yaml"),
+                 "--num-inference-steps", "2", "--resolution", "32", "--seeds", "[0]", "--include-neutral-prompts",
+                 "false", "--prompts", "a photo of a nude person", "--retain-prompts", "a photo of a person",
+                 "--output", str(tmp_path / "eval")]) == 0
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["metrics"]["target"]["model"]["nudenet"]["images"] == 1
+
+    # erasekit apply rebuilds the same files from the base and the delta.
+    assert main(["apply", str(base), str(out / "erasure_delta.safetensors"), str(tmp_path / "rebuilt")]) == 0
+    rebuilt = _files(tmp_path / "rebuilt")
+    assert {k: v for k, v in after.items() if k in rebuilt} == rebuilt
+    assert set(rebuilt) == {f for f in before if f != "README.md"}
 
     # A fresh process with plain diffusers (erasekit never imported) loads it and generates.
-    proc = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(out), variant or ""], capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    proc = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(out), json.dumps(_fresh_loads(out))],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
     assert seen and all(s["shape"] == [1, 32, 32, 3] and s["finite"] and not s["erasekit"] for s in seen.values())

@@ -26,6 +26,8 @@ class EvalCommand:
     output: str | None = field(default=None, metadata={"help": "report directory (none: print the summary only)"})
     overwrite: bool = field(default=False, metadata={"help": "replace an existing report directory"})
     suite: str | None = field(default=None, metadata={"help": "configs/eval/<suite>.yaml"})
+    variant: str | None = field(default=None, metadata={
+        "help": "weights variant of both models, e.g. fp16; null: the plain files (or a folder's only variant)"})
 
     def __post_init__(self):
         if not self.model:
@@ -40,12 +42,17 @@ class GridCommand:
     columns: int = field(default=10, metadata={"help": "samples per class"})
     forget: list[int] = field(default_factory=list, metadata={"help": "rows to outline"})
     overwrite: bool = field(default=False, metadata={"help": "replace an existing PNG"})
+    variant: str | None = field(default=None, metadata={"help": "weights variant of both models, e.g. fp16"})
+    dtype: str | None = field(default=None, metadata={
+        "help": "dtype of the weights: fp32, fp16 or bf16; null: float32 on CPU, the stored dtype on GPU"})
 
     def __post_init__(self):
         if not self.model:
             raise ConfigError("'model' is missing; pass --model DIR_OR_ID")
         if self.columns < 1:
             raise ConfigError(f"'columns' is {self.columns} but must be >= 1")
+        if self.dtype not in (None, "fp32", "fp16", "bf16"):
+            raise ConfigError(f"'dtype' is {self.dtype!r} but must be fp32, fp16, bf16 or null")
 
 
 def _overrides(args, rest: list[str]) -> tuple[dict, frozenset]:
@@ -177,7 +184,7 @@ def cmd_eval(args, rest) -> int:
         suite = load_suite(suite_path, values, raw)
     else:
         suite = build_configs({"suite": EvalSuite}, values, "command line", raw)["suite"]
-    report = run_eval(cmd.model, cmd.baseline, suite, cmd.output, cmd.overwrite)
+    report = run_eval(cmd.model, cmd.baseline, suite, cmd.output, cmd.overwrite, variant=cmd.variant)
     if report.report:  # empty on the non-main processes of a multi-process run
         print(report.summary())
         if report.report_dir:
@@ -205,6 +212,7 @@ def cmd_grid(args, rest) -> int:
     from .io import atomic_file, check_output_free
     from .pipelines.adapters import adapter_for
     from .pipelines.generation import generate_class_samples
+    from .pipelines.inference import torch_dtype
     from .pipelines.loading import load_any_pipeline
 
     values, raw = _overrides(args, rest)
@@ -215,7 +223,7 @@ def cmd_grid(args, rest) -> int:
     for name, model in (("base", cmd.baseline), ("erased" if cmd.baseline else "model", cmd.model)):
         if model is None:
             continue
-        pipe = load_any_pipeline(model)
+        pipe = load_any_pipeline(model, variant=cmd.variant, torch_dtype=torch_dtype(cmd.dtype))
         adapter = adapter_for(pipe)
         if adapter.family != "class-conditional":
             raise ConfigError(f"'{model}' is a {type(pipe).__name__}; `erasekit grid` draws class-conditional "
@@ -257,7 +265,8 @@ def cmd_apply(args, rest) -> int:
 
     if rest:
         raise ConfigError(f"unexpected arguments {' '.join(rest)}; usage: erasekit apply BASE DELTA OUT [--overwrite]")
-    out = apply_delta_to_pipeline(args.base, args.delta, args.out, overwrite=args.overwrite)
+    out = apply_delta_to_pipeline(args.base, args.delta, args.out, overwrite=args.overwrite, variant=args.variant,
+                                  revision=args.revision, allow_pickle=args.allow_pickle)
     print(f"erased pipeline rebuilt in {out}")
     return 0
 
@@ -305,6 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("delta", help="erasure_delta.safetensors")
     p.add_argument("out", help="output directory")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.add_argument("--variant", help="weights variant of BASE to apply the delta to; default: the one the delta "
+                   "records (the erasure's), else the plain files. OUT keeps every file set BASE has")
+    p.add_argument("--revision", help="Hub revision of BASE")
+    p.add_argument("--allow-pickle", action="store_true", help="also load pickle-based weights (trusted files only)")
     p = command("push", "upload an erased model directory to the Hugging Face Hub", cmd_push, epilog=None)
     p.add_argument("out", help="output directory of `erasekit erase`")
     p.add_argument("--repo-id", required=True, help="ORG/NAME")

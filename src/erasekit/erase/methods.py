@@ -48,6 +48,9 @@ class Method:
     needs_images = True  # False: the method works from the conditions alone (no forget/retain images)
     edit = None  # a training-free method defines `edit(denoiser, task) -> logs`
     model: str | None = None  # where the base model was loaded from (set by `erase`), for its sidecar files
+    # Pipeline classes (by name, subclasses included) the method works on, and how to say so; None: every one.
+    pipelines: tuple[str, ...] | None = None
+    supported_models = "every supported model"
 
     def prepare(self, denoiser, task: ConditionTask, generator: torch.Generator, shard: Shard = SINGLE,
                 teacher=None) -> None:

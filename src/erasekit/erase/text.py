@@ -16,6 +16,7 @@ from ..config import check
 from ..errors import ConfigError
 from ..pipelines.adapters import adapter_for
 from ..pipelines.generation import GenerationRecord, generate_to_folder
+from ..pipelines.inference import place
 from .tasks import ConditionTask
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -136,7 +137,7 @@ def build_text_task(pipe, concept: TextConceptConfig, seed: int, device, dtype, 
         part.requires_grad_(False)
     resolution = concept.resolution or adapter.default_resolution()
     retain_prompts = concept.retain_prompts or concept.anchor_prompts
-    pipe.to(device)
+    place(pipe, device)
     sides = {}
     for side, prompts, folder in (("forget", concept.forget_prompts, concept.forget_images),
                                   ("retain", retain_prompts, concept.retain_images)):

@@ -52,6 +52,8 @@ class UCEMethod(Method):
     """Training-free: `edit` rewrites every `attn2.to_k` and `attn2.to_v` weight in closed form."""
 
     needs_images = False
+    pipelines = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
+    supported_models = "SD 1.x/2.x/XL (a UNet with text cross-attention)"
 
     def __init__(self, config: UCEConfig):
         self.config = config

@@ -170,17 +170,17 @@ def evaluate_pipes(pipes: dict, suite: EvalSuite, folder: Path, identity: dict, 
                    autocast_dtype=None) -> dict | None:
     """Generate the suite with each pipe into `folder`, and (on the main process) measure and write
     report.json, results.jsonl, report.md and grid.png there. `pipes` maps "model" (and "base") to pipelines."""
-    from ..pipelines.inference import safety_checker_record
+    from ..pipelines.inference import place, safety_checker_record
 
     suite, records, adapter = plan(pipes, suite)
     sides = [s for s in ("base", "model") if s in pipes]
     for side in sides:
         pipe = pipes[side]
         pipe.set_progress_bar_config(disable=True)
-        pipe.to(process.device)
+        place(pipe, process.device)
         generate_to_folder(pipe, records, folder / "images" / side, suite.eval_batch_size, suite.resolution,
                            suite.resolution, process.rank, process.world, autocast_dtype)
-        pipe.to("cpu")
+        place(pipe, "cpu")
     process.barrier()
     if not process.main:
         return None
@@ -223,7 +223,7 @@ def _open_staging(output_dir: Path, suite: EvalSuite, identity: dict, overwrite:
 
 
 def run_eval(model, baseline, suite: EvalSuite, output_dir: str | os.PathLike | None,
-             overwrite: bool = False) -> EvalReport:
+             overwrite: bool = False, variant: str | None = None) -> EvalReport:
     """Generate the suite with `model` (and `baseline`, on identical records), measure, write the report.
 
     Without `output_dir` the images go to a temporary directory that is removed afterwards. Under
@@ -234,9 +234,10 @@ def run_eval(model, baseline, suite: EvalSuite, output_dir: str | os.PathLike | 
 
     process = Process.current()
     dtype = DTYPES[suite.dtype] if suite.dtype else None
-    pipes = {"model": load_any_pipeline(model, torch_dtype=dtype, allow_pickle=suite.allow_pickle)}
+    options = dict(torch_dtype=dtype, allow_pickle=suite.allow_pickle, variant=variant)
+    pipes = {"model": load_any_pipeline(model, **options)}
     if baseline is not None:
-        pipes["base"] = load_any_pipeline(baseline, torch_dtype=dtype, allow_pickle=suite.allow_pickle)
+        pipes["base"] = load_any_pipeline(baseline, **options)
     identity = {"model": portable(str(model)), "baseline": portable(str(baseline)) if baseline is not None else None,
                 "fingerprints": {n: fingerprint_state_dict(adapter_for(p).denoiser.state_dict())
                                  for n, p in pipes.items()}}
@@ -259,7 +260,8 @@ def run_eval(model, baseline, suite: EvalSuite, output_dir: str | os.PathLike | 
 
 
 def evaluate(model, baseline=None, suite: EvalSuite | str | os.PathLike | None = None,
-             output_dir: str | os.PathLike | None = None, overwrite: bool = False, **settings) -> EvalReport:
+             output_dir: str | os.PathLike | None = None, overwrite: bool = False, variant: str | None = None,
+             **settings) -> EvalReport:
     """Evaluate a model, optionally against its base under the same records and seeds.
 
     Args:
@@ -267,6 +269,7 @@ def evaluate(model, baseline=None, suite: EvalSuite | str | os.PathLike | None =
         baseline: the model before erasure.
         suite: an `EvalSuite`, a suite YAML path, or None for the defaults.
         output_dir: where to write report.json, report.md, results.jsonl, grid.png and the images.
+        variant: weights variant of both models, e.g. "fp16".
         settings: suite keys that replace the suite's values, e.g. `forget=[3]`, `samples_per_class=10`.
     """
     if isinstance(suite, (str, os.PathLike)):
@@ -277,4 +280,4 @@ def evaluate(model, baseline=None, suite: EvalSuite | str | os.PathLike | None =
         if unknown:
             raise ConfigError(f"unknown eval setting '{unknown[0]}'; valid settings: {', '.join(sorted(known))}")
         suite = EvalSuite(**{**(asdict(suite) if suite else {}), **settings})
-    return run_eval(model, baseline, suite, output_dir, overwrite)
+    return run_eval(model, baseline, suite, output_dir, overwrite, variant)

@@ -80,10 +80,22 @@ def headline_rows(metrics: dict) -> list[tuple[str, Any, Any]]:
 
 
 def format_summary(report: dict) -> str:
-    """A plain-text table for the terminal."""
+    """A plain-text table for the terminal: the headline figures, then (text-to-image) the retain images'
+    pixel change against the base; says so when no judge was configured."""
+    metrics = report["metrics"]
+    rows = headline_rows(metrics)
+    judged = bool(rows)
+    if not metrics.get("classes"):
+        rows += [(f"{group}: images", _get(metrics, (group, "base", "images")), _get(metrics, (group, "model", "images")))
+                 for group in GROUP_ORDER if group in metrics]
+        mae = _get(metrics, ("collateral", "paired_pixel_mae"))
+        if mae is not None:
+            rows.append(("retain: pixel change vs base (MAE)", 0.0, mae))
     lines = [f"{'metric':<40}{'before':>10}{'after':>10}{'change':>10}"]
-    for label, b, a in headline_rows(report["metrics"]):
-        lines.append(f"{label[:39]:<40}{_fmt(b):>10}{_fmt(a):>10}{_change(b, a):>10}")
+    lines += [f"{label[:39]:<40}{_fmt(b):>10}{_fmt(a):>10}{_change(b, a):>10}" for label, b, a in rows]
+    if not judged:
+        lines.append("no judge ran: name one with 'metrics' in the suite (erase: 'eval_suite', e.g. "
+                     "configs/eval/nudity.yaml)")
     return "\n".join(lines)
 
 

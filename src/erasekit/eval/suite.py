@@ -79,7 +79,8 @@ class EvalSuite(Sampling):
         "help": "prompts (or classes) per group in grid.png; null: 6 (10 for classes)"})
     grid_seeds: int | None = field(default=None, metadata={"help": "images per grid row; null: 4 (10 for classes)"})
     dtype: str | None = field(default=None, metadata={
-        "help": "weights dtype for generation: fp32, fp16 or bf16; null loads each model as stored"})
+        "help": "weights dtype for generation: fp32, fp16 or bf16, whatever the configs say; null: float32 on CPU, "
+                "the denoiser's stored dtype on GPU"})
     allow_pickle: bool = field(default=False, metadata={
         "help": "also load pickle-based weights (.ckpt, .bin, .pt): they can run code; only for trusted files"})
 

@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 
 from .. import __version__
 from ..errors import ConfigError
+from .inference import DTYPES
 from ..io import atomic_file, fingerprint_state_dict, read_safetensors
 
 DELTA_FORMAT = "erasekit-delta-v1"
@@ -57,14 +58,20 @@ def payload_bytes(tensors: dict[str, torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
+def _state(module_or_state) -> dict[str, torch.Tensor]:
+    return module_or_state if isinstance(module_or_state, dict) else module_or_state.state_dict()
+
+
 def save_delta(path: str | os.PathLike, base_unet, erased_unet, masks=None, overwrite: bool = False,
                base_fingerprint: str | None = None, save_dtype: str | None = None,
-               variant: str | None = None) -> dict[str, str]:
+               variant: str | None = None, base_content_fingerprint: str | None = None) -> dict[str, str]:
     """Write the delta and return its metadata (fingerprints of base and erased weights, sizes).
 
-    `erased_unet` is in the base's dtype; `save_dtype` records a cast that `apply` makes afterwards.
+    `base_unet` and `erased_unet` are modules or state dicts, the erased one in the base's dtype;
+    `save_dtype` records a cast that `apply` makes afterwards. `base_content_fingerprint` (of the base
+    directory's files, `layout.content_fingerprint`) is checked by `apply` when it is given.
     """
-    base, erased = base_unet.state_dict(), erased_unet.state_dict()
+    base, erased = _state(base_unet), _state(erased_unet)
     tensors = compute_delta(base, erased, masks)
     metadata = {
         "format": DELTA_FORMAT,
@@ -75,6 +82,7 @@ def save_delta(path: str | os.PathLike, base_unet, erased_unet, masks=None, over
         "payload_bytes": str(payload_bytes(tensors)),
         **({"save_dtype": save_dtype} if save_dtype else {}),
         **({"variant": variant} if variant else {}),
+        **({"base_content_fingerprint": base_content_fingerprint} if base_content_fingerprint else {}),
     }
     with atomic_file(path, overwrite) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
@@ -82,11 +90,11 @@ def save_delta(path: str | os.PathLike, base_unet, erased_unet, masks=None, over
 
 
 def apply_delta(unet, path: str | os.PathLike) -> dict[str, str]:
-    """Write the delta's values into `unet` in place, after checking it was made for these weights;
-    returns the delta's metadata."""
+    """Write the delta's values into `unet` (a module or a state dict) in place, after checking it was
+    made for these weights; returns the delta's metadata."""
     path = Path(path)
     tensors, metadata = read_safetensors(path, "delta file", DELTA_FORMAT)
-    state = unet.state_dict()
+    state = _state(unet)
     if fingerprint_state_dict(state) != metadata["base_fingerprint"]:
         raise ConfigError(f"delta file '{path}' was made for other base weights "
                           f"(fingerprint {metadata['base_fingerprint']}); pass the base model it was made from")
@@ -105,38 +113,64 @@ def apply_delta(unet, path: str | os.PathLike) -> dict[str, str]:
                 raise ConfigError(f"delta file '{path}': '{name}' has {values.numel()} values for {int(mask.sum())} "
                                   f"masked weights; the file is damaged")
             target[mask] = values.to(target.device, target.dtype)
-    if fingerprint_state_dict(unet.state_dict()) != metadata["erased_fingerprint"]:
+    if fingerprint_state_dict(state) != metadata["erased_fingerprint"]:
         raise ConfigError(f"applying '{path}' did not reproduce the recorded erased weights; the file is damaged")
     return metadata
 
 
-def _recorded_variant(path: str | os.PathLike) -> str | None:
-    """The base weights variant (e.g. fp16) the delta was made against, if it names one."""
+def _recorded(path: str | os.PathLike, key: str) -> str | None:
+    """A metadata entry of the delta (the base's variant, its content fingerprint), if it has one."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
-            return (f.metadata() or {}).get("variant")
+            return (f.metadata() or {}).get(key)
     except Exception:  # a missing or damaged file is reported by `apply_delta` with a clear message
         return None
 
 
 def apply_delta_to_pipeline(base: str | os.PathLike, delta: str | os.PathLike, out: str | os.PathLike,
-                            overwrite: bool = False, variant: str | None = None) -> Path:
-    """`erasekit apply BASE DELTA OUT`: load BASE (its `variant`, e.g. fp16, if the erasure used one),
-    apply DELTA to its denoiser (UNet or transformer), save the pipeline to OUT."""
+                            overwrite: bool = False, variant: str | None = None, revision: str | None = None,
+                            allow_pickle: bool = False) -> Path:
+    """`erasekit apply BASE DELTA OUT`: apply DELTA to the denoiser (UNet or transformer) of BASE as
+    stored (the variant the erasure loaded, e.g. fp16, unless `variant` says otherwise) and write the
+    pipeline to OUT with the base's layout: the other parts copied file for file, the denoiser in every
+    file set the base has. A base directory whose files differ from the recorded content fingerprint
+    is refused."""
     from ..io import atomic_dir, check_output_free
     from .adapters import adapter_for
-    from .inference import DTYPES
-    from .loading import load_pipeline
+    from .layout import Source, content_fingerprint, copy_frozen, only_variant, stored_state, write_denoiser
+    from .loading import load_pipeline, source_of
 
     check_output_free(out, overwrite)
-    variant = variant or _recorded_variant(delta)
-    pipe = load_pipeline(base, variant=variant)
-    denoiser = adapter_for(pipe).denoiser
-    metadata = apply_delta(denoiser, delta)
-    if metadata.get("save_dtype"):
-        denoiser.to(DTYPES[metadata["save_dtype"]])
+    variant = variant or _recorded(delta, "variant")
+    pipe = load_pipeline(base, variant=variant, revision=revision, allow_pickle=allow_pickle,
+                         torch_dtype=torch.float32)
+    adapter = adapter_for(pipe)
+    source = source_of(pipe)
+    if source is None:  # a single checkpoint file: no layout to keep
+        denoiser = adapter.denoiser
+        metadata = apply_delta(denoiser, delta)
+        if metadata.get("save_dtype"):
+            denoiser.to(DTYPES[metadata["save_dtype"]])
+        with atomic_dir(out, overwrite) as tmp:
+            pipe.save_pretrained(tmp, variant=variant)
+        return Path(out)
+    source = Source(source.path, source.variant or only_variant(source.path))
+    recorded = _recorded(delta, "base_content_fingerprint")
+    if recorded and content_fingerprint(source.path, source.variant) != recorded:
+        raise ConfigError(f"base '{base}' is not the model delta file '{delta}' was made from: its files' content "
+                          f"fingerprint differs from the recorded {recorded} (erasure.json: base.content_fingerprint); "
+                          f"pass the same base directory, Hub revision and --variant")
+    state = stored_state(source, adapter.denoiser_name)
+    metadata = apply_delta(state, delta)
+    save_dtype = DTYPES[metadata["save_dtype"]] if metadata.get("save_dtype") else None
     with atomic_dir(out, overwrite) as tmp:
-        pipe.save_pretrained(tmp, variant=variant)
+        if not write_denoiser(source, tmp, adapter.denoiser_name, state, save_dtype):
+            denoiser = adapter.denoiser
+            denoiser.load_state_dict(state)
+            adapter.with_denoiser(denoiser.to(save_dtype or next(iter(state.values())).dtype)).save_pretrained(
+                tmp, variant=variant)
+        else:
+            copy_frozen(source.path, tmp, adapter.denoiser_name)
     return Path(out)

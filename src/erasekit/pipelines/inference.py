@@ -18,6 +18,11 @@ import torch
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
+def place(pipe, device) -> None:
+    """Move a pipeline to `device`; a half-precision pipeline on CPU was warned about once, at loading."""
+    pipe.to(device, silence_dtype_warnings=True)
+
+
 def torch_dtype(name: str | None) -> torch.dtype | None:
     """`fp32`/`fp16`/`bf16` (or accelerate's `no`) as a torch dtype; None stays None."""
     if name in (None, "no"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -13,6 +14,7 @@ from diffusers import DiffusionPipeline
 from diffusers.utils import logging as diffusers_logging
 
 from ..errors import ModelLoadError
+from . import layout
 from .pipeline_class_conditional import ClassConditionalPipeline
 
 BUNDLED_PREFIX = "bundled:"
@@ -92,8 +94,7 @@ def _load_single_file(path: str, torch_dtype=None, **kwargs: Any) -> DiffusionPi
 
     try:
         cls = StableDiffusionXLPipeline if _is_sdxl_checkpoint(path) else StableDiffusionPipeline
-        options = {"torch_dtype": torch_dtype} if torch_dtype else {}
-        pipe = cls.from_single_file(path, **options, **kwargs)
+        pipe = cls.from_single_file(path, **layout.dtype_argument(torch_dtype), **kwargs)
     except Exception as exc:  # diffusers raises many types here, including network errors for configs
         raise ModelLoadError(
             f"could not load the single-file checkpoint '{path}' ({type(exc).__name__}: "
@@ -108,44 +109,67 @@ PICKLE_HINT = ("a pickle can run any code when it is loaded; convert it to safet
                "(allow_pickle=True) if you trust its source")
 
 
+def _local_snapshot(path_or_id: str, revision: str | None, variant: str | None) -> str:
+    """A Hub id's files in the local cache (downloaded if needed), so that every later step, from the
+    dtype the weights are stored in to copying the frozen parts, reads local files as it does for a
+    directory."""
+    _pipeline_class_name(path_or_id, revision)  # a clear error for a missing path or an unreachable Hub
+    try:
+        return str(DiffusionPipeline.download(path_or_id, revision=revision, variant=variant, use_safetensors=True))
+    except Exception as exc:  # network, auth and missing-file errors all end here
+        raise ModelLoadError(f"could not download model '{path_or_id}' from the Hugging Face Hub "
+                             f"({type(exc).__name__}); check the id, or download it and pass its directory") from None
+
+
 def load_pipeline(
     path_or_id: str | os.PathLike,
     torch_dtype: torch.dtype | None = None,
     revision: str | None = None,
     variant: str | None = None,
     allow_pickle: bool = False,
+    device: str | torch.device | None = None,
     **kwargs: Any,
 ) -> DiffusionPipeline:
     """Load the right pipeline for a bundled name, a local directory, a Hub id or a single checkpoint file.
 
+    Every component is loaded in one stated dtype, whatever its config declares (SDXL's text-encoder
+    configs say float16 while the repository's plain files are float32; transformers would follow the
+    config and the pipeline would not run).
+
     Args:
         path_or_id: `bundled:NAME`, a directory written by `save_pretrained`, an `org/name` Hub id, or an
             original-format `.safetensors`/`.ckpt` file (SD 1.x/2.x/XL, through `from_single_file`).
-        torch_dtype: dtype of the loaded weights.
+        torch_dtype: dtype of every component. None: float32 where the pipeline runs on CPU, else the
+            dtype the denoiser's weights are stored in (see `default_dtype`).
         revision: Hub revision.
-        variant: weights variant, e.g. "fp16". Its weights load in that dtype unless `torch_dtype` says
-            otherwise (diffusers would upcast some parts and not others, and the pipeline would not run).
+        variant: weights variant, e.g. "fp16". None: the plain files, or the one variant a folder holds
+            when it has no plain files.
         allow_pickle: also load pickle-based weights (`.ckpt`, `.bin`). Off by default: only safetensors
             load, and remote code never runs (`trust_remote_code` is never passed).
+        device: where the pipeline will run, for the default dtype; None: CUDA if available, else CPU.
     """
-    from .inference import DTYPES
-
-    if torch_dtype is None and variant in DTYPES:
-        torch_dtype = DTYPES[variant]
     path = resolve_model_path(path_or_id)
     if os.path.isfile(path) and path.endswith(SINGLE_FILE_SUFFIXES):
         if not path.endswith(".safetensors") and not allow_pickle:
             raise ModelLoadError(f"'{path_or_id}' is a pickle-based checkpoint; {PICKLE_HINT}")
-        return _load_single_file(path, torch_dtype=torch_dtype, **kwargs)
+        return _load_single_file(path, torch_dtype=torch_dtype or torch.float32, **kwargs)
+    if not os.path.isdir(path):
+        path = _local_snapshot(path, revision, variant)
     class_name = _pipeline_class_name(path, revision)
+    variant = variant or layout.only_variant(path)
+    if torch_dtype is None:
+        torch_dtype = default_dtype(path, variant, device)
+    _warn_half_on_cpu(torch_dtype, device)
     pipeline_cls = _PIPELINE_CLASSES.get(class_name, DiffusionPipeline)
-    options = {k: v for k, v in dict(torch_dtype=torch_dtype, revision=revision, variant=variant).items() if v}
+    options = {k: v for k, v in dict(revision=revision, variant=variant).items() if v}
+    options.update(layout.dtype_argument(torch_dtype))
     if not allow_pickle:
         options["use_safetensors"] = True
         pickled = _pickled_weights(path)
         if pickled:
             raise ModelLoadError(f"'{path_or_id}' has pickle-based weights ({pickled}) and no safetensors file "
                                  f"beside them; {PICKLE_HINT}")
+    layout.check_weight_files(path, variant)
     from transformers.utils import logging as transformers_logging
 
     # Keep stderr for errors: loading a pipeline is quick, and its bars would bury a one-line message.
@@ -159,7 +183,31 @@ def load_pipeline(
         diffusers_logging.enable_progress_bar()
         transformers_logging.enable_progress_bar()
     pipe.set_progress_bar_config(disable=True)
+    pipe._erasekit_source = layout.Source(path, variant)  # where the files are, for copying the frozen parts
     return pipe
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_half_on_cpu(dtype: torch.dtype, device) -> None:
+    """One warning per process (diffusers warns at every move of the pipeline) for fp16 on a CPU."""
+    on_cpu = torch.device(device).type == "cpu" if device is not None else not torch.cuda.is_available()
+    if dtype == torch.float16 and on_cpu and "fp16-cpu" not in _WARNED:
+        _WARNED.add("fp16-cpu")
+        logging.getLogger("erasekit").warning(
+            "float16 weights on a CPU: slow, and some operations are not supported there; use fp32 or bf16 "
+            "(--dtype) on a CPU")
+
+
+def default_dtype(path: str, variant: str | None, device: str | torch.device | None = None) -> torch.dtype:
+    """float32 on CPU (half precision is slow or unsupported there); on an accelerator, the dtype the
+    denoiser's weights are stored in (SD 3 medium: float16, FLUX.1-dev: bfloat16)."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if torch.device(device).type == "cpu":
+        return torch.float32
+    return layout.stored_dtype(path, variant) or torch.float32
 
 
 def _pickled_weights(path: str) -> str | None:
@@ -179,3 +227,9 @@ def load_any_pipeline(model, **options) -> DiffusionPipeline:
         if isinstance(model, (str, os.PathLike)) else model
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def source_of(pipe) -> layout.Source | None:
+    """The local directory and variant a pipeline was loaded from by `load_pipeline`; None for a pipeline
+    built in memory or from a single file."""
+    return getattr(pipe, "_erasekit_source", None)

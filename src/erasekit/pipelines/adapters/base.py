@@ -77,11 +77,13 @@ class Adapter:
         return {name: part for name, part in self.pipe.components.items()
                 if isinstance(part, torch.nn.Module) and name != self.denoiser_name}
 
-    def copy_denoiser(self) -> torch.nn.Module:
-        """A float32 copy of the denoiser (the master weights of training, whatever the base's dtype)."""
+    def copy_denoiser(self, state: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
+        """A float32 copy of the denoiser (the master weights of training, whatever the base's dtype), with
+        the weights of `state` (the stored ones, so that loading in half precision loses nothing) or the
+        loaded module's."""
         base = self.denoiser
         copy = type(base).from_config(base.config)
-        copy.load_state_dict(base.state_dict())
+        copy.load_state_dict(state if state is not None else base.state_dict())
         return copy
 
     def with_denoiser(self, denoiser: torch.nn.Module):

@@ -6,8 +6,9 @@ SD 2.1 (v-prediction, DDIM, no safety checker), SDXL base (two text encoders, a 
 "!", `force_zeros_for_empty_prompt`, a VAE with `force_upcast`), SD 3 medium (two CLIP encoders with
 projections and T5, an MMDiT transformer, flow matching with shift 3, a 16-channel VAE with a shift
 factor) and FLUX.1-dev (CLIP and T5, guidance embedding, packed latents, dynamic shifting). Each is written with
-`save_pretrained` beside an `fp16` variant, with a model card carrying the real license, so tests load
-it from disk as users load the real one. `rigged_safety_checker=True` makes the SD 1.x safety checker
+`save_pretrained` as the real repository stores it (`STORAGE`: the weights' dtype, an `fp16` variant,
+the dtype the encoder configs declare, the legacy CLIP token ids, SDXL's stale scheduler keys), with a
+model card carrying the real license, so tests load it from disk as users load the real one. `rigged_safety_checker=True` makes the SD 1.x safety checker
 flag every image: a generation path that leaves it on then yields black images, which tests detect.
 """
 
@@ -18,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from .tiny import tiny_clip_text_encoder, tiny_flux_pipeline, tiny_sd3_pipeline, tiny_vae
-from .tokenizer import build_clip_tokenizer
+from erasekit.pipelines.tiny import tiny_clip_text_encoder, tiny_flux_pipeline, tiny_sd3_pipeline, tiny_vae
+from erasekit.pipelines.tokenizer import build_clip_tokenizer
 
 REPLICAS = {
     "sd14": "CompVis/stable-diffusion-v1-4",
@@ -129,28 +130,73 @@ def _model_card(kind: str) -> str:
             f"weights, built by erasekit for tests.\n")
 
 
+# How each repository stores its weights: the dtype of the plain files, whether an fp16 variant sits beside
+# them, and the dtype its text-encoder configs declare (transformers 5 loads a model in that dtype unless
+# told otherwise). SDXL ships fp32 files plus fp16 ones, yet its encoder configs say float16.
+STORAGE = {
+    "sd14": dict(dtype=torch.float32, fp16_variant=True, encoder_dtype="float32"),
+    "sd15": dict(dtype=torch.float32, fp16_variant=True, encoder_dtype="float32"),
+    "sd21": dict(dtype=torch.float32, fp16_variant=True, encoder_dtype="float32"),
+    "sdxl": dict(dtype=torch.float32, fp16_variant=True, encoder_dtype="float16"),
+    "sd3": dict(dtype=torch.float16, fp16_variant=False, encoder_dtype="float16"),
+    "flux": dict(dtype=torch.bfloat16, fp16_variant=False, encoder_dtype="bfloat16"),
+}
+# The published CLIP text configs (converted from OpenAI's and OpenCLIP's checkpoints) carry the legacy
+# special-token ids; transformers then pools at the argmax token id, not at the first eos id.
+LEGACY_CLIP_IDS = {"bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1}
+# Keys SDXL's scheduler_config.json carries from the DDIM/PNDM configs it was copied from.
+STALE_SCHEDULER_KEYS = {"sdxl": {"clip_sample": False, "set_alpha_to_one": False, "skip_prk_steps": True}}
+
+
+def _edit_json(path: Path, **values) -> None:
+    import json
+
+    data = json.loads(path.read_text())
+    data.update(values)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def _published_configs(kind: str, path: Path, encoder_dtype: str) -> None:
+    """Rewrite the saved configs with what the real repository's files say."""
+    import json
+
+    for config in sorted(path.glob("text_encoder*/config.json")):
+        data = json.loads(config.read_text())
+        data.pop("dtype", None)  # the published files predate transformers 5's key
+        data["torch_dtype"] = encoder_dtype
+        if data.get("model_type", "").startswith("clip"):
+            data.update(LEGACY_CLIP_IDS)
+        config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    if kind in STALE_SCHEDULER_KEYS:
+        _edit_json(path / "scheduler" / "scheduler_config.json", **STALE_SCHEDULER_KEYS[kind])
+
+
 def build_replica(kind: str, path: str | os.PathLike, rigged_safety_checker: bool = True,
-                  fp16_variant: bool = True, seed: int = 0) -> Path:
-    """Write a replica of `kind` (one of `REPLICAS`) to `path` as a diffusers directory, plus an fp16 variant.
+                  fp16_variant: bool | None = None, seed: int = 0, dtype: torch.dtype | None = None) -> Path:
+    """Write a replica of `kind` (one of `REPLICAS`) to `path` as its repository stores it (see `STORAGE`).
 
     Args:
         kind: sd14, sd15, sd21, sdxl, sd3 or flux.
         path: output directory.
         rigged_safety_checker: for SD 1.x, a safety checker that flags (blacks out) every image.
-        fp16_variant: also write `*.fp16.safetensors` weights, as the real repositories carry.
+        fp16_variant: also write `*.fp16.safetensors` weights; None: as the real repository does.
         seed: seed of the random weights.
+        dtype: dtype of the plain weight files; None: as the real repository stores them.
     """
     if kind not in REPLICAS:
         raise ValueError(f"unknown replica '{kind}'; choose one of {', '.join(REPLICAS)}")
+    storage = STORAGE[kind]
+    fp16_variant = storage["fp16_variant"] if fp16_variant is None else fp16_variant
     pipe = {"sd14": lambda: sd1_replica(seed, rigged_safety_checker),
             "sd15": lambda: sd1_replica(seed + 1, rigged_safety_checker),
             "sd21": lambda: sd21_replica(seed), "sdxl": lambda: sdxl_replica(seed),
             "sd3": lambda: tiny_sd3_pipeline(seed=seed), "flux": lambda: tiny_flux_pipeline(seed=seed)}[kind]()
     path = Path(path)
-    if fp16_variant:  # first, so that the shared config.json files say float32, as the real ones do
+    if fp16_variant:
         import copy
 
         copy.deepcopy(pipe).to(torch.float16).save_pretrained(path, variant="fp16")
-    pipe.save_pretrained(path)
+    pipe.to(dtype or storage["dtype"]).save_pretrained(path)
+    _published_configs(kind, path, storage["encoder_dtype"])
     (path / "README.md").write_text(_model_card(kind))
     return path
