@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from erasekit.cli import main
+from erasekit.errors import ConfigError
 
 CONFIG = Path(__file__).parents[1] / "configs" / "digits.yaml"
 
@@ -198,3 +199,48 @@ def test_the_demo_runs_the_shipped_digits_recipe():
         assert asdict(getattr(demo, role)) == asdict(getattr(recipe, role)), role
     # null sampling settings take the family's defaults, which the recipe writes out
     assert demo.eval.for_family(ClassConditionalAdapter) == recipe.eval.for_family(ClassConditionalAdapter)
+
+
+def test_text_to_image_erase_takes_the_shared_sampling_keys_for_its_own_evaluation(tmp_path):
+    """README: num_inference_steps (and guidance_scale, eval_batch_size) mean the same in an erase config
+    and a suite; on a text-to-image erase they set its own evaluation, and a recipe's eval_suite is read
+    relative to the recipe."""
+    from erasekit.api import resolve_configs, text_erase_suite
+
+    recipe = Path(__file__).parents[1] / "configs" / "sd-nudity.yaml"
+    cfg = resolve_configs(recipe, {"output_dir": str(tmp_path / "o"), "num_inference_steps": "3"},
+                          frozenset({"output_dir", "num_inference_steps"}))
+    cfg.check_family("text-to-image", "sd14")  # accepted, not refused as a class-conditional key
+    suite = text_erase_suite(cfg, {"forget_prompts": ["a nude person"], "retain_prompts": ["a person"]})
+    assert suite.num_inference_steps == 3 and suite.metrics == ["nudenet"] and suite.nudenet_threshold == 0.6
+    assert suite.prompts == ["a nude person"] and suite.retain_prompts == ["a person"]
+    assert Path(cfg.run.eval_suite) == Path(__file__).parents[1] / "configs" / "eval" / "nudity.yaml"
+
+
+def test_a_recipe_for_another_method_sets_its_keys_aside_with_one_notice(tmp_path, caplog):
+    import logging
+
+    from erasekit.api import resolve_configs
+
+    with caplog.at_level(logging.WARNING, logger="erasekit"):
+        cfg = resolve_configs(CONFIG, {"output_dir": str(tmp_path / "o"), "method": "esd"}, frozenset({"method"}))
+    notices = [r.getMessage() for r in caplog.records if "set aside" in r.getMessage()]
+    assert len(notices) == 1 and "ratio" in notices[0] and "'esd'" in notices[0]
+    from erasekit.erase.methods import METHODS
+
+    assert isinstance(cfg.method, METHODS["esd"][0]) and not hasattr(cfg.method, "ratio")
+    assert cfg.method.alpha == 10.0  # a key ESD has too is the recipe's, not set aside
+    with pytest.raises(ConfigError, match="'ratio' is a setting of .*salun.*, not of method 'esd'"):
+        resolve_configs(CONFIG, {"output_dir": "o", "method": "esd", "ratio": "0.3"}, frozenset({"method", "ratio"}))
+
+
+def test_bad_dtype_and_eval_suite_flags_are_one_line_errors(tmp_path, capsys):
+    line = _run_bad(["erase", "--config", str(CONFIG), "--output-dir", str(tmp_path / "o"), "--dtype", "fp8"],
+                    tmp_path, capsys)
+    assert "'dtype' is 'fp8' but must be one of fp32, fp16, bf16 or null" in line
+    line = _run_bad(["erase", "--config", str(CONFIG), "--output-dir", str(tmp_path / "o"), "--eval-suite",
+                     str(tmp_path / "none.yaml")], tmp_path, capsys)
+    assert "'eval_suite'" in line and "not a file" in line
+    line = _run_bad(["grid", "--model", "bundled:digits-cfg", "--dtype", "half", "--output", str(tmp_path / "g.png")],
+                    tmp_path, capsys)
+    assert "'dtype' is 'half'" in line

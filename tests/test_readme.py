@@ -19,7 +19,7 @@ from erasekit.erase import membership
 from replicas import build_replica
 
 ROOT = Path(__file__).parents[1]
-HUB_IDS = {"CompVis/stable-diffusion-v1-4": "sd14"}
+HUB_IDS = {"CompVis/stable-diffusion-v1-4": "sd14", "stabilityai/stable-diffusion-xl-base-1.0": "sdxl"}
 RECIPE_REPLICA = {"sd-nudity.yaml": "sd14", "sd-object.yaml": "sd15", "sd21-nudity.yaml": "sd21",
                   "sdxl-nudity.yaml": "sdxl", "sd3-nudity.yaml": "sd3", "flux-nudity.yaml": "flux"}
 SD_SIZES = ["--num-images-per-prompt", "2", "--resolution", "32", "--generation-steps", "2", "--batch-size", "2",
@@ -174,6 +174,7 @@ def test_every_readme_command_runs(tmp_path, monkeypatch, capsys):
             raise AssertionError(f"README command with no runner in this test: {command}")
     assert json.loads((tmp_path / "outputs" / "no-three" / "erasure.json").read_text())["concept"]["forget_classes"] == [3]
     assert (tmp_path / "outputs" / "eval-nudity" / "report.md").is_file()
+    assert (tmp_path / "outputs" / "eval-sdxl" / "report.md").is_file()  # the erased SDXL is measured as written
     assert (tmp_path / "outputs" / "no-five" / "unet").is_dir()  # the resumed run finished
     for name in ("digits-samples", "retrain-samples"):  # the same images forgotten, the membership test reported
         record = json.loads((tmp_path / "outputs" / name / "erasure.json").read_text())

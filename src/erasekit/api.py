@@ -437,7 +437,7 @@ def run_erase(cfg: Configs) -> EraseResult:
         "minutes": round((time.time() - started) / 60, 2),
     }
     write_json(staging / "erasure.json", record)
-    _write_card(staging, record, run.pretrained_model_name_or_path, base)
+    _write_card(staging, record, base)
     discard_dir(staging / CHECKPOINT_DIR)  # a kill in between finds no half-deleted checkpoint to resume
     commit_dir(staging, run.output_dir, run.overwrite)
     out = Path(run.output_dir)
@@ -536,13 +536,14 @@ def _evaluate_membership(cfg: Configs, erased, base, staging: Path, metrics: dic
     return staging / "report" / "report.md"
 
 
-def _write_card(staging: Path, record: dict, base_name: str, base) -> None:
+def _write_card(staging: Path, record: dict, base) -> None:
+    """README.md; the base's own card (its license) is read from the files it was loaded from, a Hub
+    snapshot included."""
     from .pipelines.card import model_card
-    from .pipelines.loading import resolve_model_path
 
-    base_dir = resolve_model_path(base_name)
+    source = source_of(base)
     grid = "report/grid.png" if (staging / "report" / "grid.png").is_file() else None
-    card = model_card(record, base_dir if os.path.isdir(base_dir) else None, grid, base)
+    card = model_card(record, source.path if source else None, grid, base)
     write_text(staging / "README.md", card)
 
 

@@ -179,8 +179,29 @@ def test_uce_edits_only_cross_attention_keys_and_values_without_images(tmp_path,
 def test_uce_refuses_models_without_text_cross_attention(tmp_path):
     import erasekit
 
-    with pytest.raises(ConfigError, match="method 'uce' edits the cross-attention"):
+    with pytest.raises(ConfigError, match="method 'uce' supports SD 1.x/2.x/XL .* is a ClassConditionalPipeline"):
         erasekit.erase(method="uce", forget=[1], output_dir=str(tmp_path / "x"), evaluate=False)
+    assert not (tmp_path / "x").exists()
+
+
+def test_uce_with_the_sd3_recipe_names_the_families_it_supports(tmp_path, capsys):
+    """The recipe's SalUn keys are set aside with one notice, and the refusal names the families."""
+    from pathlib import Path
+
+    from erasekit.cli import main
+    from erasekit.pipelines.tiny import tiny_sd3_pipeline
+
+    tiny_sd3_pipeline().save_pretrained(tmp_path / "sd3")
+    recipe = Path(__file__).parents[2] / "configs" / "sd3-nudity.yaml"
+    capsys.readouterr()
+    code = main(["erase", "--config", str(recipe), "--method", "uce", "--pretrained-model-name-or-path",
+                 str(tmp_path / "sd3"), "--output-dir", str(tmp_path / "x")])
+    out, err = capsys.readouterr()
+    assert code == 2 and err.strip() == ("erasekit erase: error: method 'uce' supports SD 1.x/2.x/XL (a UNet with text "
+                                         "cross-attention), but 'sd3' is a StableDiffusion3Pipeline; choose salun, "
+                                         "rl, esd or ga")
+    notice = [line for line in out.splitlines() if "set aside" in line]
+    assert len(notice) == 1 and "ratio" in notice[0] and "saliency_guidance" in notice[0]
     assert not (tmp_path / "x").exists()
 
 
