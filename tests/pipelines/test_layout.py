@@ -5,7 +5,6 @@ import logging
 
 import pytest
 import torch
-from replicas import build_replica
 
 from erasekit.cli import main
 from erasekit.errors import ConfigError, ModelLoadError
@@ -13,6 +12,7 @@ from erasekit.pipelines.layout import content_fingerprint, file_sets, hub_origin
 from erasekit.pipelines.loading import default_dtype, load_pipeline
 from erasekit.pipelines.saving import base_name
 from erasekit.pipelines.tiny import tiny_class_conditional_pipeline
+from replicas import build_replica
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +90,12 @@ def test_apply_refuses_a_base_whose_files_differ_from_the_recorded_fingerprint(t
 
     base = tmp_path / "base"
     tiny_class_conditional_pipeline(num_classes=4, sample_size=8).save_pretrained(base)
+    # What a cloned repository holds beside the diffusers files: the original single-file checkpoint at the
+    # root and the denoiser in other formats. None of it is erased, so none of it may be copied.
+    unerased = ["sd_xl_base_1.0.safetensors", "unet/diffusion_pytorch_model.bin", "unet/model.onnx",
+                "scheduler/extra_notes.txt"]
+    for name in unerased:
+        (base / name).write_bytes(b"unerased")
     before = content_fingerprint(base, None)
     images = {"data_samples_per_class": 2, "data": "generated", "samples_per_class": 2, "num_inference_steps": 2}
     erase(None, pretrained_model_name_or_path=str(base), output_dir=str(tmp_path / "out"), forget=[1], max_steps=1,
@@ -97,6 +103,9 @@ def test_apply_refuses_a_base_whose_files_differ_from_the_recorded_fingerprint(t
     record = json.loads((tmp_path / "out" / "erasure.json").read_text())
     assert record["base"]["content_fingerprint"] == before and record["base_model"] == "base"
     assert main(["apply", str(base), str(tmp_path / "out" / "erasure_delta.safetensors"), str(tmp_path / "a")]) == 0
+    for out in (tmp_path / "out", tmp_path / "a"):
+        assert not [n for n in unerased[:3] if (out / n).exists()]
+        assert (out / "scheduler" / "extra_notes.txt").read_bytes() == b"unerased"  # a frozen part's own file
     index = base / "model_index.json"
     index.write_text(index.read_text().replace("}", ', "_note": "edited"}', 1))
     with pytest.raises(ConfigError, match="content fingerprint differs from the recorded"):

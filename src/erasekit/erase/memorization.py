@@ -215,6 +215,7 @@ class MemorizationConfig:
     per-prompt scores of a text-to-image model's prompts."""
 
     model: str | None = field(default=None, metadata={"help": "model to score (directory, Hub id, bundled:NAME)"})
+    variant: str | None = field(default=None, metadata={"help": "weights variant of the model, e.g. fp16"})
     forget: list[int] = field(default_factory=list, metadata={"help": "class-conditional: classes whose samples "
                                                                       "are scored"})
     prompts: str | None = field(default=None, metadata={"help": "text-to-image: a text file of prompts to score, one "
@@ -336,9 +337,9 @@ def run_memorization(cfg: MemorizationConfig) -> dict:
     from ..pipelines.loading import load_any_pipeline
 
     check_output_free(cfg.output, cfg.overwrite, "output")
-    pipe = load_any_pipeline(cfg.model)
-    adapter = adapter_for(pipe)
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    pipe = load_any_pipeline(cfg.model, variant=cfg.variant, device=device)
+    adapter = adapter_for(pipe)
     if adapter.family == "class-conditional":
         if cfg.prompts is not None:
             raise ConfigError(f"'{cfg.model}' is a class-conditional {type(pipe).__name__}; score its classes with "

@@ -19,8 +19,8 @@ from safetensors.torch import save_file
 
 from .. import __version__
 from ..errors import ConfigError
-from .inference import DTYPES
 from ..io import atomic_file, fingerprint_state_dict, read_safetensors
+from .inference import DTYPES
 
 DELTA_FORMAT = "erasekit-delta-v1"
 DELTA_FILE = "erasure_delta.safetensors"

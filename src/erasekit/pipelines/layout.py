@@ -29,7 +29,9 @@ WEIGHT_STEMS = ("diffusion_pytorch_model", "model")
 _WEIGHT_NAME = re.compile(r"^(?:diffusion_pytorch_model|model)(?:\.(?P<variant>[A-Za-z0-9_]+))?"
                           r"(?:-\d{5}-of-\d{5})?\.safetensors$")
 SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
-CARD_FILES = ("README.md",)  # a base's own card is replaced by the erased model's
+# Weights in formats other than safetensors (PyTorch pickles, Flax, ONNX, OpenVINO), which published
+# repositories carry beside the safetensors files.
+OTHER_WEIGHT_SUFFIXES = (".bin", ".msgpack", ".onnx", ".onnx_data", ".pb", ".h5", ".ckpt", ".pt", ".pth", ".pkl", ".xml")
 
 
 @dataclass(frozen=True)
@@ -147,17 +149,28 @@ def content_fingerprint(path: str | os.PathLike, variant: str | None) -> str:
     return digest.hexdigest()[:16]
 
 
+def _copied(file: Path) -> bool:
+    """Whether a component's file is copied: configs, tokenizer files and safetensors weights; weights in
+    other formats (.bin, ONNX, Flax) only where the folder has no safetensors to load instead."""
+    if file.suffix not in OTHER_WEIGHT_SUFFIXES:
+        return True
+    return not file_sets(file.parent)
+
+
 def copy_frozen(source: str | os.PathLike, out: str | os.PathLike, changed: str) -> None:
-    """Copy every file of `source` but the `changed` component's folder and the model card, byte for byte."""
+    """Copy model_index.json and every component folder it names but `changed`, byte for byte. Nothing else
+    of the base directory is copied: a repository's root can hold the original single-file checkpoint,
+    which still has the concept."""
     source, out = Path(source), Path(out)
-    for item in sorted(source.iterdir()):
-        if item.name in (changed, *CARD_FILES) or item.name.startswith("."):
+    shutil.copy2(source / "model_index.json", out / "model_index.json")
+    for name in components(source):
+        if name == changed:
             continue
-        target = out / item.name
-        if item.is_dir():
-            shutil.copytree(item, target, dirs_exist_ok=True)
-        elif item.is_file():
-            shutil.copy2(item, target)
+        for file in sorted((source / name).rglob("*")):
+            if file.is_file() and _copied(file):
+                target = out / file.relative_to(source)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(file, target)
 
 
 def _read_tensors(file: Path) -> tuple[dict[str, torch.Tensor], dict[str, str] | None]:
@@ -194,8 +207,8 @@ def write_denoiser(source: Source, out: str | os.PathLike, name: str, erased: di
     erased = {k: v.detach().cpu().to(base[k].dtype) for k, v in erased.items()}
     changed = changed_entries(base, erased)
     target.mkdir(parents=True, exist_ok=True)
-    for item in folder.iterdir():  # configs and shard indexes, byte for byte
-        if item.is_file() and not _WEIGHT_NAME.match(item.name):
+    for item in folder.iterdir():  # the config and shard indexes, byte for byte; never the unerased weights
+        if item.is_file() and item.suffix == ".json":
             shutil.copy2(item, target / item.name)
     for files in file_sets(folder).values():
         for file in files:
