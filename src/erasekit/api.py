@@ -410,7 +410,7 @@ def run_erase(cfg: Configs) -> EraseResult:
     report_path = _evaluate(cfg, erased, base, concept, staging, metrics, accelerator)
     record = {
         "erasekit_version": __version__,
-        "base_model": base_name(run.pretrained_model_name_or_path, source),
+        "base_model": base_name(run.pretrained_model_name_or_path),
         "base": describe_base(run.pretrained_model_name_or_path, source, delta.get("base_content_fingerprint")),
         "base_fingerprint": base_fingerprint,
         "erased_fingerprint": delta["erased_fingerprint"],

@@ -78,11 +78,11 @@ def test_bases_are_named_by_hub_id_bundled_name_or_folder_name(tmp_path):
     snapshot = tmp_path / "hub" / "models--stabilityai--stable-diffusion-xl-base-1.0" / "snapshots" / "462165984030"
     snapshot.mkdir(parents=True)
     assert hub_origin(snapshot) == ("stabilityai/stable-diffusion-xl-base-1.0", "462165984030")
-    assert base_name(str(snapshot), None) == "stabilityai/stable-diffusion-xl-base-1.0"
+    assert base_name(str(snapshot)) == "stabilityai/stable-diffusion-xl-base-1.0"
     (tmp_path / "my-sdxl").mkdir()
-    assert base_name(str(tmp_path / "my-sdxl"), None) == "my-sdxl"
-    assert base_name("bundled:digits-cfg", None) == "bundled:digits-cfg"
-    assert base_name("org/name", None) == "org/name"
+    assert base_name(str(tmp_path / "my-sdxl")) == "my-sdxl"
+    assert base_name("bundled:digits-cfg") == "bundled:digits-cfg"
+    assert base_name("org/name") == "org/name"
 
 
 def test_apply_refuses_a_base_whose_files_differ_from_the_recorded_fingerprint(tmp_path):

@@ -64,7 +64,7 @@ def save_erased(staging: Path, base, base_state: dict[str, torch.Tensor], denois
     return delta
 
 
-def base_name(given: str | os.PathLike, source: layout.Source | None) -> str:
+def base_name(given: str | os.PathLike) -> str:
     """How the erased model names its base: a Hub id or `bundled:NAME` as given, a directory in the
     Hugging Face cache by its repo id, any other directory by its folder name (never a path)."""
     given = str(given)
@@ -84,7 +84,7 @@ def describe_base(given: str | os.PathLike, source: layout.Source | None, conten
         kind = "local"
     else:
         kind = "hub"
-    out: dict[str, Any] = {"given": portable(given), "kind": kind, "name": base_name(given, source)}
+    out: dict[str, Any] = {"given": portable(given), "kind": kind, "name": base_name(given)}
     origin = layout.hub_origin(source.path) if source else None
     if origin:
         out["revision"] = origin[1]
