@@ -402,8 +402,9 @@ def run_erase(cfg: Configs) -> EraseResult:
     if not accelerator.is_main_process:
         return EraseResult(Path(run.output_dir), None, None, {})
     delta = save_erased(staging, base, base_state, denoiser, method.mask, run, base_fingerprint)
+    stored = str(next(iter(base_state.values())).dtype).removeprefix("torch.")
     # Evaluated as it is saved: the float32 master weights rounded to the base's stored dtype.
-    torch.nn.Module.to(torch.nn.Module.to(denoiser, next(iter(base_state.values())).dtype), base_denoiser.dtype)
+    torch.nn.Module.to(torch.nn.Module.to(denoiser, getattr(torch, stored)), base_denoiser.dtype)
     erased = adapter.with_denoiser(denoiser)
     carry_mnemonic(run.pretrained_model_name_or_path, staging)
     metrics: dict[str, Any] = {"train": last, **({"refine": refined} if refined else {})}
@@ -425,9 +426,9 @@ def run_erase(cfg: Configs) -> EraseResult:
                  "scope": method.mask.scope} if method.mask is not None else None,
         "precision": {"mixed_precision": accelerator.mixed_precision, "master_weights": "float32",
                       "frozen_dtype": str(base_denoiser.dtype).removeprefix("torch."),
-                      "base_unet_dtype": str(next(iter(base_state.values())).dtype).removeprefix("torch."),
-                      "saved_unet_dtype": run.save_dtype and str(DTYPES[run.save_dtype]).removeprefix("torch.")
-                      or str(next(iter(base_state.values())).dtype).removeprefix("torch."),
+                      "base_unet_dtype": stored,
+                      "saved_unet_dtype": str(DTYPES[run.save_dtype]).removeprefix("torch.") if run.save_dtype
+                      else stored,
                       "variant": source.variant if source else run.variant,
                       "file_sets": delta.get("file_sets")},
         "effective_batch": effective_batch,

@@ -186,7 +186,7 @@ def changed_entries(base: dict[str, torch.Tensor], erased: dict[str, torch.Tenso
 
 
 def write_denoiser(source: Source, out: str | os.PathLike, name: str, erased: dict[str, torch.Tensor],
-                   save_dtype: torch.dtype | None = None) -> bool:
+                   save_dtype: torch.dtype | None = None, base: dict[str, torch.Tensor] | None = None) -> bool:
     """The erased denoiser in every file set the base's `name` folder stores, each in its own dtype and
     under its own file names: a set's tensors are the base's, with the entries the erasure changed (judged
     on the loaded set) set to the erased values as the loaded set stores them. `save_dtype` casts the
@@ -199,7 +199,8 @@ def write_denoiser(source: Source, out: str | os.PathLike, name: str, erased: di
 
     folder, target = Path(source.path) / name, Path(out) / name
     loaded = weight_files(folder, source.variant)
-    base = {k: v for f in loaded for k, v in _read_tensors(f)[0].items()}
+    if base is None:  # the loaded set's tensors, unless the caller read them already (`stored_state`)
+        base = {k: v for f in loaded for k, v in _read_tensors(f)[0].items()}
     if set(base) != set(erased) or any(base[k].shape != erased[k].shape for k in base):
         return False
     # The erased values as the loaded set stores them: what the delta holds, so that `erasekit apply`

@@ -49,7 +49,7 @@ def save_erased(staging: Path, base, base_state: dict[str, torch.Tensor], denois
                        overwrite=True, base_fingerprint=base_fingerprint, save_dtype=run.save_dtype,
                        variant=source.variant if source else run.variant, base_content_fingerprint=content)
     save_dtype = DTYPES[run.save_dtype] if run.save_dtype else None
-    if source and layout.write_denoiser(source, staging, adapter.denoiser_name, erased, save_dtype):
+    if source and layout.write_denoiser(source, staging, adapter.denoiser_name, erased, save_dtype, base_state):
         layout.copy_frozen(source.path, staging, adapter.denoiser_name)
         sets = layout.file_sets(staging / adapter.denoiser_name)
         delta["file_sets"] = {str(v or "default"): _dtype_name(layout.stored_dtype(staging, v, adapter.denoiser_name))
