@@ -1,0 +1,70 @@
+"""Refactors change no behaviour: small digits erases by salun, esd and oneshot give bitwise the mask,
+weights, delta and report metrics recorded in benchmarks/results/method-hashes-cpu.json.
+
+Float results depend on the CPU's vector instructions, so the hashes are recorded with the capability
+torch reports (`torch.backends.cpu.get_cpu_capability()`) and thread count; on another kind of CPU the
+comparison cannot hold and the test says so rather than passing. Re-record (only for a change meant to
+move the weights) with `ERASEKIT_RECORD_HASHES=1 pytest tests/erase/test_recorded_hashes.py`.
+"""
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import erasekit
+
+ROOT = Path(__file__).parents[2]
+RECORD = ROOT / "benchmarks" / "results" / "method-hashes-cpu.json"
+SAMPLING = dict(samples_per_class=4, num_inference_steps=5, seed=7)
+RUNS = {
+    "salun": ("configs/digits.yaml", dict(forget=[8], max_steps=4, saliency_passes=1)),
+    "esd": ("configs/digits.yaml", dict(method="esd", scope="all", forget=[8], max_steps=4)),
+    "oneshot": ("configs/digits-oneshot.yaml", dict(forget=[8], fisher_samples=8, factors=[0.0, -1.0],
+                                                      check_samples=4, check_steps=4, check_levels=2)),
+}
+
+
+def _digest(path: Path) -> str:
+    """The tensors of a safetensors file (names, dtypes, shapes, bytes), not its metadata."""
+    from safetensors.torch import load_file
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(load_file(path).items()):
+        h.update(f"{name}{tensor.dtype}{tuple(tensor.shape)}".encode())
+        h.update(tensor.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def hashes(out: Path) -> dict:
+    report = json.loads((out / "report" / "report.json").read_text())
+    found = {"unet": _digest(out / "unet" / "diffusion_pytorch_model.safetensors"),
+             "delta": _digest(out / "erasure_delta.safetensors"),
+             "report_metrics": hashlib.sha256(json.dumps(report["metrics"], sort_keys=True).encode()).hexdigest()[:16]}
+    if (out / "mask.safetensors").is_file():
+        found["mask"] = _digest(out / "mask.safetensors")
+    return found
+
+
+def machine() -> dict:
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__}
+
+
+@pytest.mark.parametrize("method", sorted(RUNS))
+def test_digits_erase_gives_the_recorded_hashes(method, tmp_path):
+    recipe, overrides = RUNS[method]
+    erasekit.erase(ROOT / recipe, output_dir=str(tmp_path / method), **overrides, **SAMPLING)
+    found = hashes(tmp_path / method)
+    record = json.loads(RECORD.read_text()) if RECORD.is_file() else {"runs": {}}
+    if os.environ.get("ERASEKIT_RECORD_HASHES"):
+        record["machine"] = machine()
+        record["runs"][method] = {"recipe": recipe, "overrides": {**overrides, **SAMPLING}, "hashes": found}
+        RECORD.write_text(json.dumps(record, indent=2) + "\n")
+    if record.get("machine") != machine():
+        pytest.skip(f"hashes were recorded on {record.get('machine')}, this is {machine()}: float results differ")
+    assert record["runs"][method]["overrides"] == {**overrides, **SAMPLING}
+    assert found == record["runs"][method]["hashes"]
