@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from erasekit.erase.tasks import ClassConditionalTask
-from erasekit.pipelines.tiny import tiny_class_conditional_pipeline
+from tiny import tiny_class_conditional_pipeline
 
 
 @pytest.fixture

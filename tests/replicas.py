@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from erasekit.pipelines.tiny import tiny_clip_text_encoder, tiny_flux_pipeline, tiny_sd3_pipeline, tiny_vae
+from tiny import tiny_clip_text_encoder, tiny_flux_pipeline, tiny_sd3_pipeline, tiny_vae
 from erasekit.pipelines.tokenizer import build_clip_tokenizer
 
 REPLICAS = {

@@ -19,7 +19,7 @@ from erasekit.pipelines.adapters import adapter_for
 from erasekit.pipelines.delta import apply_delta, save_delta
 from erasekit.pipelines.generation import GenerationRecord, generate_to_folder
 from erasekit.pipelines.loading import load_any_pipeline
-from erasekit.pipelines.tiny import tiny_class_conditional_pipeline, tiny_sd_pipeline
+from tiny import tiny_class_conditional_pipeline, tiny_sd_pipeline
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from erasekit.api import EraseConfig, resolve_configs
+from erasekit.recipe import ROLES, resolve_configs
 from erasekit.erase.methods import METHODS
 from erasekit.erase.text import TextConceptConfig
 from erasekit.errors import ConfigError
 from erasekit.eval.suite import EvalSuite, Sampling
 
-ERASE_KEYS = sorted({f.name for cls in (EraseConfig, Sampling, TextConceptConfig, *(c for c, _ in METHODS.values()))
+ERASE_KEYS = sorted({f.name for cls in (*ROLES.values(), *(spec.config for spec in METHODS.values()))
                      for f in fields(cls)})
 SUITE_KEYS = sorted(f.name for f in fields(EvalSuite))
 VALUES = st.one_of(

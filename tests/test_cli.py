@@ -150,7 +150,7 @@ def test_help_lists_every_config_key_with_type_default_and_help(command, capsys)
 
 
 def test_list_flags_keep_commas_inside_prompts_and_take_repeats():
-    from erasekit.api import resolve_configs
+    from erasekit.recipe import resolve_configs
     from erasekit.cli import _overrides, build_parser
 
     argv = ["erase", "--forget-prompts", "a nude person, oil painting", "--forget-prompts", "a nude statue",
@@ -160,11 +160,11 @@ def test_list_flags_keep_commas_inside_prompts_and_take_repeats():
     cfg = resolve_configs(None, *_overrides(args, rest))
     assert cfg.concept.forget_prompts == ["a nude person, oil painting", "a nude statue"]
     assert cfg.concept.anchor_prompts == ["a clothed person", "a dressed statue"]
-    assert cfg.run.forget == [3, 4]
+    assert cfg.data.forget == [3, 4]
 
 
 def test_keys_of_the_other_model_family_are_refused(tmp_path, capsys):
-    from erasekit.pipelines.tiny import tiny_sd_pipeline
+    from tiny import tiny_sd_pipeline
 
     sd = tmp_path / "sd"
     tiny_sd_pipeline().save_pretrained(sd)
@@ -188,7 +188,7 @@ def test_keys_of_the_other_model_family_are_refused(tmp_path, capsys):
 def test_the_demo_runs_the_shipped_digits_recipe():
     from dataclasses import asdict
 
-    from erasekit.api import resolve_configs
+    from erasekit.recipe import resolve_configs
     from erasekit.cli import DEMO_SETTINGS
 
     demo = resolve_configs(None, {"output_dir": "x", **DEMO_SETTINGS})
@@ -205,7 +205,8 @@ def test_text_to_image_erase_takes_the_shared_sampling_keys_for_its_own_evaluati
     """README: num_inference_steps (and guidance_scale, eval_batch_size) mean the same in an erase config
     and a suite; on a text-to-image erase they set its own evaluation, and a recipe's eval_suite is read
     relative to the recipe."""
-    from erasekit.api import resolve_configs, text_erase_suite
+    from erasekit.evaluation import text_erase_suite
+    from erasekit.recipe import resolve_configs
 
     recipe = Path(__file__).parents[1] / "configs" / "sd-nudity.yaml"
     cfg = resolve_configs(recipe, {"output_dir": str(tmp_path / "o"), "num_inference_steps": "3"},
@@ -220,7 +221,7 @@ def test_text_to_image_erase_takes_the_shared_sampling_keys_for_its_own_evaluati
 def test_a_recipe_for_another_method_sets_its_keys_aside_with_one_notice(tmp_path, caplog):
     import logging
 
-    from erasekit.api import resolve_configs
+    from erasekit.recipe import resolve_configs
 
     with caplog.at_level(logging.WARNING, logger="erasekit"):
         cfg = resolve_configs(CONFIG, {"output_dir": str(tmp_path / "o"), "method": "esd"}, frozenset({"method"}))

@@ -1,6 +1,6 @@
 import pytest
 
-from erasekit.api import EraseConfig, resolve_configs
+from erasekit.recipe import EraseConfig, resolve_configs
 from erasekit.config import build_configs, parse_cli_overrides
 from erasekit.erase.methods import SalUnConfig
 from erasekit.errors import ConfigError
@@ -10,14 +10,14 @@ def test_cli_overrides_are_typed_by_field():
     values = parse_cli_overrides(["--ratio", "0.3", "--forget", "3,4", "--overwrite", "--scope=attn"])
     cfg = resolve_configs({"output_dir": "x"}, values, frozenset(values))
     assert cfg.method.ratio == 0.3 and cfg.method.scope == "attn"
-    assert cfg.run.forget == [3, 4] and cfg.run.overwrite is True
+    assert cfg.data.forget == [3, 4] and cfg.run.overwrite is True
 
 
 def test_flags_override_yaml(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("output_dir: a\nratio: 0.5\nlearning_rate: 1e-4\n")
     cfg = resolve_configs(path, {"ratio": "0.2"}, frozenset({"ratio"}))
-    assert cfg.method.ratio == 0.2 and cfg.run.learning_rate == 1e-4 and cfg.run.output_dir == "a"
+    assert cfg.method.ratio == 0.2 and cfg.train.learning_rate == 1e-4 and cfg.run.output_dir == "a"
 
 
 @pytest.mark.parametrize(

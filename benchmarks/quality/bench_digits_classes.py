@@ -63,19 +63,11 @@ RECIPES = {  # method -> (config file, overrides); keys of other methods are dro
 
 
 def recipe_values(path: str, overrides: dict) -> dict:
-    """A config file with overrides; keys that the resulting method does not take (the file's own
-    method's) are dropped."""
-    from dataclasses import fields
-
-    from erasekit.api import EraseConfig
+    """A config file with overrides; `erasekit.erase` sets aside the keys of the file's own method that the
+    overriding method does not take."""
     from erasekit.config import load_yaml
-    from erasekit.erase.methods import get_method
-    from erasekit.eval.suite import Sampling
 
-    values = {**load_yaml(ROOT / path), **overrides}
-    config_cls = get_method(values["method"])[0]
-    allowed = {f.name for cls in (EraseConfig, config_cls, Sampling) for f in fields(cls)} | {"method"}
-    return {k: v for k, v in values.items() if k in allowed}
+    return {**load_yaml(ROOT / path), **overrides}
 
 
 def recipe(method: str, forget: int, seed: int, output_dir: str) -> dict:

@@ -55,19 +55,11 @@ GUIDANCE, STEPS = 4.0, 30
 
 
 def recipe(method: str, digit: int, seed: int, output_dir: str, cache: str) -> dict:
-    from dataclasses import fields
-
-    from erasekit.api import EraseConfig
     from erasekit.config import load_yaml
-    from erasekit.erase.methods import get_method
-    from erasekit.erase.text import TextConceptConfig
 
     values = {**load_yaml(ROOT / "configs/digits-t2i.yaml"), **RECIPES[method]}
     values["forget_prompts"] = [p.replace("seven", WORDS[digit]) for p in values["forget_prompts"]]
     values["anchor_prompts"] = [EVAL_TEMPLATES[0].format(w) for k, w in enumerate(WORDS) if k != digit]
-    allowed = {f.name for cls in (EraseConfig, get_method(values["method"])[0], TextConceptConfig)
-               for f in fields(cls)} | {"method"}
-    values = {k: v for k, v in values.items() if k in allowed}
     return {**values, "seed": seed, "output_dir": output_dir, "overwrite": True, "evaluate": False,
             "data_cache_dir": cache}
 

@@ -1,16 +1,31 @@
 """erasekit: concept erasure for diffusion models, built on diffusers."""
 
-__version__ = "0.1.0"
-
-from .api import EraseConfig, EraseResult, erase  # noqa: E402
-from .erase.methods import RLConfig, SalUnConfig, register_method  # noqa: E402
-from .erase.saliency import compute_saliency_mask  # noqa: E402
-from .errors import ConfigError, ErasekitError  # noqa: E402
-from .eval.evaluate import evaluate  # noqa: E402
-from .eval.suite import EvalSuite, Sampling  # noqa: E402
-from .pipelines.loading import bundled_path, load_pipeline  # noqa: E402
+from .api import EraseResult, erase
+from .erase.class_data import ClassDataConfig
+from .erase.methods import (
+    ESDConfig,
+    GAConfig,
+    OneShotConfig,
+    RetrainConfig,
+    RLConfig,
+    SalUnConfig,
+    UCEConfig,
+    register_method,
+)
+from .erase.rum import RefineConfig
+from .erase.saliency import compute_saliency_mask
+from .erase.text import TextConceptConfig
+from .erase.trainer import TrainConfig
+from .errors import ConfigError, ErasekitError
+from .eval.evaluate import evaluate
+from .eval.suite import EvalSuite, Sampling
+from .pipelines.loading import bundled_path, load_pipeline
+from .recipe import EraseConfig
+from .version import __version__
 
 __all__ = [
-    "ConfigError", "EraseConfig", "EraseResult", "ErasekitError", "EvalSuite", "RLConfig", "SalUnConfig", "Sampling",
-    "bundled_path", "compute_saliency_mask", "erase", "evaluate", "load_pipeline", "register_method",
+    "ClassDataConfig", "ConfigError", "ESDConfig", "EraseConfig", "EraseResult", "ErasekitError", "EvalSuite",
+    "GAConfig", "OneShotConfig", "RLConfig", "RefineConfig", "RetrainConfig", "SalUnConfig", "Sampling",
+    "TextConceptConfig", "TrainConfig", "UCEConfig", "__version__", "bundled_path", "compute_saliency_mask", "erase",
+    "evaluate", "load_pipeline", "register_method",
 ]

@@ -6,11 +6,27 @@ import argparse
 import logging
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from .config import build_configs, describe_field, field_types, parse_cli_overrides
+from .api import run_erase
+from .config import build_configs, describe_field, field_types, load_yaml, parse_cli_overrides
+from .erase.class_data import ClassDataConfig
+from .erase.memorization import MemorizationConfig, run_memorization
+from .erase.methods import METHODS, get_method
+from .erase.rum import RefineConfig
+from .erase.text import TextConceptConfig
+from .erase.trainer import TrainConfig
 from .errors import ConfigError, ErasekitError
+from .eval.evaluate import run_eval
+from .eval.grids import class_grid
+from .eval.suite import EvalSuite, Sampling, load_suite
+from .io import atomic_file, check_output_free
+from .pipelines.delta import apply_delta_to_pipeline
+from .pipelines.hub import push_to_hub
+from .recipe import EraseConfig, resolve_configs
+from .recipes.digits_t2i import DigitsT2IConfig, train_digits_t2i
+from .recipes.train_base import DigitsBaseConfig, base_outputs, train_digits_base
 
 DEMO_OUTPUT = "outputs/demo"
 # The demo is the shipped digits recipe (configs/digits.yaml) on digit 0: where the recipe differs from
@@ -66,56 +82,59 @@ def _overrides(args, rest: list[str]) -> tuple[dict, frozenset]:
 NON_CONFIG_ARGS = {"command", "func", "config", "name", "base", "delta", "out", "repo_id", "private", "include_mask"}
 
 
-def _erase_groups() -> list[tuple[str, list[tuple]]]:
-    """`erasekit erase --help`: every config key, grouped by role."""
-    from .api import CLASS_CONDITIONAL_KEYS, EraseConfig
-    from .erase.methods import METHODS
-    from .erase.text import TextConceptConfig
-    from .erase.trainer import TrainConfig
-    from .eval.suite import Sampling
-
-    training = {f.name for f, _ in field_types(TrainConfig)}
-    run = [(f, tp) for f, tp in field_types(EraseConfig) if f.name not in training]
-    methods = [name for name in METHODS if name != "finetune"]
-    method_fields: dict[str, tuple] = {}
-    for name in methods:
-        for f, tp in field_types(METHODS[name][0]):
-            method_fields.setdefault(f.name, (f, tp, []))[2].append(name)
+def _erase_groups(method: str = "salun") -> list[tuple[str, list[tuple]]]:
+    """`erasekit erase --help`: every config key of an erase with `method`, grouped by role."""
+    spec = get_method(method)
     return [
-        ("model and output", [x for x in run if x[0].name not in CLASS_CONDITIONAL_KEYS]),
-        ("training (every method)", field_types(TrainConfig)),
-        (f"method ({', '.join(methods)}; each key names the methods it applies to)",
-         [(f, tp, f"methods: {', '.join(names)}") for f, tp, names in method_fields.values()]),
-        ("text-to-image models (Stable Diffusion 1.x/2.x/XL): the concept",
+        ("model and output", field_types(EraseConfig)),
+        ("training", field_types(TrainConfig)),
+        (f"method {method}: {spec.description}", field_types(spec.config)),
+        ("class-conditional models: classes or samples to forget", field_types(ClassDataConfig)),
+        ("text-to-image models (Stable Diffusion 1.x/2.x/XL, SD 3, FLUX): the concept",
          field_types(TextConceptConfig)),
-        ("class-conditional models: classes and evaluation",
-         [x for x in run if x[0].name in CLASS_CONDITIONAL_KEYS] + field_types(Sampling)),
+        ("memorization-aware refinement (RUM)", field_types(RefineConfig)),
+        ("evaluation sampling", field_types(Sampling)),
     ]
 
 
-def _eval_groups() -> list[tuple[str, list[tuple]]]:
-    from .eval.suite import EvalSuite
+def _methods_epilog() -> str:
+    width = max(len(name) for name in METHODS)
+    lines = [f"  {name:<{width}}  {spec.description}" for name, spec in METHODS.items()]
+    return ("methods (--method NAME; `erasekit erase --method NAME --help` lists its settings and defaults):\n"
+            + "\n".join(lines) + "\n\n" + LIST_HELP)
 
+
+def method_in(argv: list[str]) -> str:
+    """The method an erase command line names: --method, else its --config recipe's, else salun. It picks
+    the method settings that --help lists; the erase itself resolves the method again from the configs."""
+    for i, token in enumerate(argv):
+        if token == "--method" and i + 1 < len(argv):
+            return argv[i + 1]
+        if token.startswith("--method="):
+            return token.partition("=")[2]
+    for i, token in enumerate(argv):
+        path = argv[i + 1] if token == "--config" and i + 1 < len(argv) else \
+            token.partition("=")[2] if token.startswith("--config=") else None
+        if path and Path(path).is_file():
+            method = load_yaml(path).get("method", "salun")
+            return method if isinstance(method, str) else "salun"
+    return "salun"
+
+
+def _eval_groups() -> list[tuple[str, list[tuple]]]:
     return [("what to evaluate", field_types(EvalCommand)),
             ("the suite, for either family (--suite FILE sets these, flags override it)", field_types(EvalSuite))]
 
 
 def _grid_groups() -> list[tuple[str, list[tuple]]]:
-    from .eval.suite import Sampling
-
     return [("grid", field_types(GridCommand)), ("sampling", field_types(Sampling))]
 
 
 def _memorization_groups() -> list[tuple[str, list[tuple]]]:
-    from .erase.memorization import MemorizationConfig
-
     return [("memorization", field_types(MemorizationConfig))]
 
 
 def _train_base_groups() -> list[tuple[str, list[tuple]]]:
-    from .recipes.digits_t2i import DigitsT2IConfig
-    from .recipes.train_base import DigitsBaseConfig
-
     return [("train-base digits", field_types(DigitsBaseConfig)),
             ("train-base digits-t2i", field_types(DigitsT2IConfig))]
 
@@ -144,8 +163,6 @@ def add_config_arguments(parser: argparse.ArgumentParser, groups) -> None:
 
 
 def cmd_erase(args, rest) -> int:
-    from .api import resolve_configs, run_erase
-
     values, raw = _overrides(args, rest)
     result = run_erase(resolve_configs(args.config, values, raw))
     if result.metrics:  # empty on the non-main processes of a multi-process run
@@ -154,15 +171,13 @@ def cmd_erase(args, rest) -> int:
 
 
 def cmd_demo(args, rest) -> int:
-    from .api import resolve_configs, run_erase
-
     values, raw = _overrides(args, rest)
     values = {"output_dir": DEMO_OUTPUT, "overwrite": True, **DEMO_SETTINGS, **values}
     started = time.time()
     configs = resolve_configs(None, values, raw)
     run = configs.run
-    print(f"erasing digit(s) {run.forget} from {run.pretrained_model_name_or_path} with {run.method} "
-          f"(ratio {getattr(configs.method, 'ratio', 1.0)}, {run.max_steps} steps)")
+    print(f"erasing digit(s) {configs.data.forget} from {run.pretrained_model_name_or_path} with {run.method} "
+          f"(ratio {getattr(configs.method, 'ratio', 1.0)}, {configs.train.max_steps} steps)")
     result = run_erase(configs)
     print(f"\ndemo finished in {time.time() - started:.0f} s; outputs in {result.output_dir}/ "
           f"(report: {result.report_path})")
@@ -170,11 +185,6 @@ def cmd_demo(args, rest) -> int:
 
 
 def cmd_eval(args, rest) -> int:
-    from dataclasses import fields
-
-    from .eval.evaluate import run_eval
-    from .eval.suite import EvalSuite, load_suite
-
     values, raw = _overrides(args, rest)
     suite_path = values.pop("suite", None)
     names = {f.name for f in fields(EvalCommand)}
@@ -193,8 +203,6 @@ def cmd_eval(args, rest) -> int:
 
 
 def cmd_memorization(args, rest) -> int:
-    from .erase.memorization import MemorizationConfig, run_memorization
-
     values, raw = _overrides(args, rest)
     cfg = build_configs({"cmd": MemorizationConfig}, values, "command line", raw)["cmd"]
     record = run_memorization(cfg)
@@ -205,46 +213,20 @@ def cmd_memorization(args, rest) -> int:
 
 
 def cmd_grid(args, rest) -> int:
-    from dataclasses import asdict
-
-    from .eval.grids import draw_rows, side_by_side
-    from .eval.suite import Sampling
-    from .io import atomic_file, check_output_free
-    from .pipelines.adapters import adapter_for
-    from .pipelines.generation import generate_class_samples
-    from .pipelines.inference import torch_dtype
-    from .pipelines.loading import load_any_pipeline
-
     values, raw = _overrides(args, rest)
     built = build_configs({"cmd": GridCommand, "eval": Sampling}, values, "command line", raw)
     cmd = built["cmd"]
     check_output_free(cmd.output, cmd.overwrite, "grid")
-    panels = []
-    for name, model in (("base", cmd.baseline), ("erased" if cmd.baseline else "model", cmd.model)):
-        if model is None:
-            continue
-        pipe = load_any_pipeline(model, variant=cmd.variant, torch_dtype=torch_dtype(cmd.dtype))
-        adapter = adapter_for(pipe)
-        if adapter.family != "class-conditional":
-            raise ConfigError(f"'{model}' is a {type(pipe).__name__}; `erasekit grid` draws class-conditional "
-                              f"models (for prompts, `erasekit eval --suite` writes grid.png)")
-        s = Sampling(**{**asdict(built["eval"]), "samples_per_class": max(2, cmd.columns)}).for_family(adapter)
-        classes = list(range(adapter.num_classes))
-        images, labels = generate_class_samples(pipe, classes, s.samples_per_class, s.eval_seed,
-                                                s.num_inference_steps, s.guidance_scale, s.eval_batch_size)
-        rows = [(f"class {c}", list(images[labels == c][: cmd.columns])) for c in classes]
-        panels.append(draw_rows(rows, name, tile=48, highlight=[f"class {c}" for c in cmd.forget]))
+    models = [("base", cmd.baseline)] if cmd.baseline else []
+    models.append(("erased" if cmd.baseline else "model", cmd.model))
+    image = class_grid(models, built["eval"], cmd.columns, cmd.forget, cmd.variant, cmd.dtype)
     with atomic_file(cmd.output, cmd.overwrite) as tmp:
-        side_by_side(panels).save(tmp, format="PNG")
+        image.save(tmp, format="PNG")
     print(f"grid written to {cmd.output}")
     return 0
 
 
 def cmd_train_base(args, rest) -> int:
-    from .io import check_output_free
-    from .recipes.digits_t2i import DigitsT2IConfig, train_digits_t2i
-    from .recipes.train_base import DigitsBaseConfig, base_outputs, train_digits_base
-
     recipes = {"digits": (DigitsBaseConfig, train_digits_base, base_outputs),
                "digits-t2i": (DigitsT2IConfig, train_digits_t2i, lambda config: ("digits-t2i",))}
     if args.name not in recipes:
@@ -261,8 +243,6 @@ def cmd_train_base(args, rest) -> int:
 
 
 def cmd_apply(args, rest) -> int:
-    from .pipelines.delta import apply_delta_to_pipeline
-
     if rest:
         raise ConfigError(f"unexpected arguments {' '.join(rest)}; usage: erasekit apply BASE DELTA OUT [--overwrite]")
     out = apply_delta_to_pipeline(args.base, args.delta, args.out, overwrite=args.overwrite, variant=args.variant,
@@ -272,8 +252,6 @@ def cmd_apply(args, rest) -> int:
 
 
 def cmd_push(args, rest) -> int:
-    from .pipelines.hub import push_to_hub
-
     if rest:
         raise ConfigError(f"unexpected arguments {' '.join(rest)}; usage: erasekit push OUT --repo-id ORG/NAME")
     url = push_to_hub(args.out, args.repo_id, private=args.private, include_mask=args.include_mask)
@@ -285,7 +263,8 @@ LIST_HELP = ("List keys take a YAML list (--forget '[3, 4]') or a repeated flag 
              "--forget-prompts 'a nude person'); a prompt with a comma stays one prompt.")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(method: str = "salun") -> argparse.ArgumentParser:
+    """The parser; `erase` and `demo` list the settings of `method` (see `method_in`)."""
     parser = argparse.ArgumentParser(
         prog="erasekit", description="Erase concepts from diffusion models, measure it, ship it.",
         epilog="Every config key is also a flag: erasekit COMMAND --help lists them with types and defaults.",
@@ -295,17 +274,18 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name, help_text, func, groups=None, epilog=LIST_HELP):
         usage = f"erasekit {name} [options] [--KEY VALUE ...]"
         p = sub.add_parser(name, help=help_text, description=help_text, epilog=epilog, allow_abbrev=False,
-                           usage=usage if groups is not None else None)
+                           usage=usage if groups is not None else None,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         p.set_defaults(func=func)
         if groups is not None:
             add_config_arguments(p, groups())
         return p
 
     p = command("erase", "erase classes or concepts with a YAML recipe; flags override its keys", cmd_erase,
-                _erase_groups)
+                lambda: _erase_groups(method), _methods_epilog())
     p.add_argument("--config", help="YAML recipe, e.g. configs/digits.yaml or configs/sd-nudity.yaml")
     command("demo", f"erase digit 0 from bundled:digits-cfg into {DEMO_OUTPUT} (replaced each run)", cmd_demo,
-            _erase_groups)
+            lambda: _erase_groups(method), _methods_epilog())
     command("eval", "evaluate against the base: --model DIR --baseline BASE [--suite S.yaml] --output DIR",
             cmd_eval, _eval_groups)
     command("grid", "draw a sample grid: --model DIR [--baseline BASE] --output grid.png", cmd_grid, _grid_groups)
@@ -367,12 +347,14 @@ def _show_progress_messages() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     _show_progress_messages()
-    parser = build_parser()
-    args, rest = parser.parse_known_args(normalise_flags(list(sys.argv[1:] if argv is None else argv)))
+    argv = normalise_flags(list(sys.argv[1:] if argv is None else argv))
+    command = argv[0] if argv else ""
     try:
+        parser = build_parser(method_in(argv) if command in ("erase", "demo") else "salun")
+        args, rest = parser.parse_known_args(argv)
         return args.func(args, rest)
     except ErasekitError as exc:
-        print(f"erasekit {args.command}: error: {exc}", file=sys.stderr)
+        print(f"erasekit {command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("erasekit: interrupted", file=sys.stderr)

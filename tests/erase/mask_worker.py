@@ -6,12 +6,12 @@ import torch
 from accelerate import Accelerator
 from diffusers import DDPMScheduler
 
-from erasekit.api import shard_of
+from erasekit.stages import shard_of
 from erasekit.erase.masks import save_mask
 from erasekit.erase.methods import SalUnConfig, SalUnMethod
 from erasekit.erase.tasks import ConditionTask
 from erasekit.pipelines.adapters import adapter_for
-from erasekit.pipelines.tiny import tiny_sd_pipeline
+from tiny import tiny_sd_pipeline
 
 
 def main(out: str) -> None:

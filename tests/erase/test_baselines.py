@@ -96,7 +96,7 @@ def test_ga_ascends_the_forget_loss(tiny_pipe, tiny_task, tmp_path):
 
 def test_esd_u_and_esd_x_scopes_split_the_unet():
     from erasekit.pipelines.adapters import adapter_for
-    from erasekit.pipelines.tiny import tiny_sd_pipeline
+    from tiny import tiny_sd_pipeline
 
     pipe = tiny_sd_pipeline(seed=0)
     scopes = adapter_for(pipe).scopes
@@ -131,7 +131,7 @@ def test_baselines_erase_end_to_end_with_the_record(method, tmp_path):
 
 
 def test_uce_closed_form_matches_a_least_squares_reference():
-    from erasekit.erase.uce import uce_solve
+    from erasekit.erase.methods.uce import uce_solve
 
     g = torch.Generator().manual_seed(0)
     w = torch.randn(6, 5, generator=g, dtype=torch.float64)
@@ -147,7 +147,7 @@ def test_uce_closed_form_matches_a_least_squares_reference():
 def test_uce_edits_only_cross_attention_keys_and_values_without_images(tmp_path, monkeypatch):
     import erasekit
     from erasekit.pipelines.adapters import adapter_for
-    from erasekit.pipelines.tiny import tiny_sd_pipeline
+    from tiny import tiny_sd_pipeline
 
     monkeypatch.setenv("ERASEKIT_CACHE", str(tmp_path / "cache"))
     tiny_sd_pipeline(seed=0).save_pretrained(tmp_path / "base")
@@ -189,7 +189,7 @@ def test_uce_with_the_sd3_recipe_names_the_families_it_supports(tmp_path, capsys
     from pathlib import Path
 
     from erasekit.cli import main
-    from erasekit.pipelines.tiny import tiny_sd3_pipeline
+    from tiny import tiny_sd3_pipeline
 
     tiny_sd3_pipeline().save_pretrained(tmp_path / "sd3")
     recipe = Path(__file__).parents[2] / "configs" / "sd3-nudity.yaml"
@@ -216,8 +216,8 @@ def test_retrain_recipe_starts_from_fresh_weights_and_saves_the_ema(tmp_path):
     out = tmp_path / "retrain"
     erasekit.erase(config, forget=[8], output_dir=str(out), max_steps=3, lr_warmup_steps=1, evaluate=False)
     record = json.loads((out / "erasure.json").read_text())
-    assert record["method"] == "retrain" and record["config"]["run"]["ema_decay"] == 0.999
-    assert record["config"]["run"]["max_steps"] == 3 and record["config"]["method"]["init_seed"] == 0
+    assert record["method"] == "retrain" and record["config"]["train"]["ema_decay"] == 0.999
+    assert record["config"]["train"]["max_steps"] == 3 and record["config"]["method"]["init_seed"] == 0
     torch.manual_seed(0)
     fresh = build_digits_unet()
     retrained = erasekit.load_pipeline(out).unet

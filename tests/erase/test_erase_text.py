@@ -12,7 +12,7 @@ import erasekit
 from erasekit.erase.masks import load_mask
 from erasekit.pipelines.adapters import adapter_for
 from erasekit.pipelines.delta import apply_delta_to_pipeline
-from erasekit.pipelines.tiny import (
+from tiny import (
     tiny_flux_pipeline,
     tiny_sd3_pipeline,
     tiny_sd_pipeline,

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from erasekit.api import resolve_configs
+from erasekit.recipe import resolve_configs
 from erasekit.cli import main
 from erasekit.erase import membership
 from erasekit.erase.membership import auc, pick_samples
@@ -57,7 +57,7 @@ def test_sample_unlearning_end_to_end_reports_the_membership_test(tmp_path, monk
                  "--output-dir", str(out)]) == 0
     record = json.loads((out / "erasure.json").read_text())
     assert record["concept"]["forget_samples"] == 0.1 and len(record["concept"]["forget_index"]) == 144
-    assert record["config"]["run"]["forget"] == [] and record["config"]["run"]["forget_samples_seed"] == 0
+    assert record["config"]["data"]["forget"] == [] and record["config"]["data"]["forget_samples_seed"] == 0
     for side in ("before", "after"):
         m = record["metrics"][side]
         assert 0 <= m["mia_auc"] <= 1 and m["n_forget"] == 144 and m["n_test"] == 360 and m["draws"] == 2

@@ -200,7 +200,7 @@ def test_the_memorization_command_scores_by_holdout_divergence(tmp_path):
 @pytest.mark.parametrize("family", ["sd1", "sdxl", "flux"])
 def test_prompt_magnitude_matches_the_draw_by_draw_reference(family):
     from erasekit.pipelines.adapters import adapter_for
-    from erasekit.pipelines.tiny import tiny_flux_pipeline, tiny_sd_pipeline, tiny_sdxl_pipeline
+    from tiny import tiny_flux_pipeline, tiny_sd_pipeline, tiny_sdxl_pipeline
 
     pipe = {"sd1": tiny_sd_pipeline, "sdxl": tiny_sdxl_pipeline, "flux": tiny_flux_pipeline}[family]()
     adapter = adapter_for(pipe)
@@ -227,7 +227,7 @@ def test_prompt_magnitude_matches_the_draw_by_draw_reference(family):
 
 
 def test_the_memorization_command_scores_prompts_of_a_text_to_image_model(tmp_path, capsys):
-    from erasekit.pipelines.tiny import tiny_sd_pipeline
+    from tiny import tiny_sd_pipeline
 
     model = tmp_path / "sd"
     tiny_sd_pipeline().save_pretrained(model)

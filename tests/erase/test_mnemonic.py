@@ -10,11 +10,10 @@ import torch
 
 import erasekit
 from erasekit.erase.fisher import FisherSettings, fisher_scores
-from erasekit.erase.methods import FinetuneConfig
+from erasekit.erase.methods.finetune import FinetuneConfig, MixedCodesMethod
 from erasekit.erase.mnemonic import (
     MNEMONIC_FILE,
     FlaggedEmbedding,
-    MixedCodesMethod,
     Mnemonic,
     flag_offset,
     flagged,

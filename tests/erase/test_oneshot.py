@@ -11,7 +11,7 @@ import erasekit
 from erasekit.erase import oneshot
 from erasekit.erase.fisher import FisherSettings, fisher_scores
 from erasekit.erase.methods import SalUnConfig, SalUnMethod
-from erasekit.erase.oneshot import OneShotConfig, OneShotMethod, ddim_sample, diffusion_classify
+from erasekit.erase.methods.oneshot import OneShotConfig, OneShotMethod, ddim_sample, diffusion_classify
 from erasekit.erase.saliency import select_top_ratio
 from erasekit.erase.tasks import ClassConditionalTask
 from erasekit.errors import ConfigError

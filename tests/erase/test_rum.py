@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from erasekit.api import EraseConfig
+from erasekit.recipe import resolve_configs
 from erasekit.cli import main
 from erasekit.erase.memorization import PROXIES, TRAINING_LOSSES, TrainingLosses, cfg_gain, partition
 from erasekit.erase.rum import refine, union_mask
@@ -129,7 +129,7 @@ def test_erase_with_rum_refinement_end_to_end(tmp_path):
     assert [s["subset"] for s in refined["stages"]] == ["low", "medium", "high"]
     assert sum(p["count"] for p in refined["parts"].values()) == 139  # every 8 of the training digits
     assert set(refined["stages"][0]["after"]) == {"low", "medium", "high", "retain"}
-    assert record["config"]["run"]["refine"] == "rum" and record["config"]["run"]["refine_steps"] == [2, 2, 2]
+    assert record["config"]["refine"]["refine"] == "rum" and record["config"]["refine"]["refine_steps"] == [2, 2, 2]
     mask = load_file(out / "mask.safetensors")  # the union over stages covers every changed weight
     unet = load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
     from erasekit.pipelines.loading import load_pipeline
@@ -153,7 +153,7 @@ def test_erase_with_rum_refinement_end_to_end(tmp_path):
 ])
 def test_bad_refine_settings_name_the_field(bad, field):
     with pytest.raises(ConfigError, match=f"'{field}'"):
-        EraseConfig(output_dir="out", **bad)
+        resolve_configs(None, {"output_dir": "out", **bad})
 
 
 def test_refine_refuses_a_training_free_method(tmp_path, capsys):

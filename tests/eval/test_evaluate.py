@@ -14,7 +14,7 @@ from erasekit.eval.evaluate import EVAL_SCHEMA, run_eval
 from erasekit.eval.measure import Judge, load_images
 from erasekit.eval.suite import EvalSuite, build_records, load_suite
 from erasekit.pipelines.generation import read_manifest
-from erasekit.pipelines.tiny import tiny_sd_pipeline
+from tiny import tiny_sd_pipeline
 
 SUITE = dict(name="tiny", prompts_csv=None, prompts=["a photo of a church"], retain_prompts=["a photo of a house"],
              paraphrases=["a church building"], seeds=[0, 1, 2], num_inference_steps=2, resolution=32, eval_batch_size=2,

@@ -8,7 +8,7 @@ import torch
 
 from erasekit.errors import ConfigError
 from erasekit.pipelines.adapters import adapter_for
-from erasekit.pipelines.tiny import tiny_class_conditional_pipeline, tiny_flux_pipeline, tiny_sd3_pipeline
+from tiny import tiny_class_conditional_pipeline, tiny_flux_pipeline, tiny_sd3_pipeline
 
 
 def test_adapter_found_through_the_class_hierarchy_and_unknown_pipelines_refused():

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from erasekit.api import resolve_configs
+from erasekit.recipe import resolve_configs
 from erasekit.errors import ConfigError, ErasekitError, ModelLoadError
 from erasekit.pipelines.hub import push_to_hub, staged_files
 from erasekit.pipelines.loading import load_pipeline
@@ -24,9 +24,9 @@ def test_every_recipe_parses(path):
 
 def test_nudity_recipe_carries_salun_hyperparameters():
     cfg = resolve_configs(Path(CONFIGS[0]).parent / "sd-nudity.yaml", {})
-    assert (cfg.method.alpha, cfg.run.learning_rate, cfg.method.ratio, cfg.method.saliency_guidance) == (
+    assert (cfg.method.alpha, cfg.train.learning_rate, cfg.method.ratio, cfg.method.saliency_guidance) == (
         0.1, 1e-5, 0.5, 7.5)
-    assert cfg.concept.num_images_per_prompt == 800 and cfg.method.batch_size == 8 and cfg.run.max_steps == 100
+    assert cfg.concept.num_images_per_prompt == 800 and cfg.method.batch_size == 8 and cfg.train.max_steps == 100
 
 
 def _erased_dir(tmp_path):

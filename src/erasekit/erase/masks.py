@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .. import __version__
 from ..errors import ConfigError
 from ..io import atomic_file, fingerprint_state_dict, read_safetensors
+from ..version import __version__
 from .saliency import SaliencyMask
 
 MASK_FORMAT = "erasekit-mask-v1"

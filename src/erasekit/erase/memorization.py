@@ -30,7 +30,10 @@ import torch
 
 from ..config import check
 from ..errors import ConfigError
+from ..version import __version__
+from .class_data import load_class_data
 from .fisher import stratified_levels
+from .methods.finetune import FinetuneConfig, FinetuneMethod
 from .tasks import ClassConditionalTask
 
 PARTS = ("low", "medium", "high")
@@ -54,7 +57,6 @@ class TrainingLosses:
         return self.total / self.draws.clamp(min=1)
 
     def save(self, path, extra: dict) -> None:
-        from .. import __version__
         from ..io import write_json
 
         means = self.means()
@@ -165,7 +167,6 @@ def holdout_divergence(denoiser: torch.nn.Module, task, x: torch.Tensor, c: torc
     `seed`): `l_tuned(x0, c) - l(x0, c)` on the same noise draws. `denoiser` is not changed."""
     import tempfile
 
-    from .methods import FinetuneConfig, FinetuneMethod
     from .trainer import EraseTrainer, TrainConfig
 
     before = branch_statistics(denoiser, task, x, c, seed, draws, batch_size, conditional_only=True)["conditional"]
@@ -299,10 +300,8 @@ def forget_set_scores(proxy: str, denoiser: torch.nn.Module, task, model: str, s
 
 
 def _score_classes(cfg: MemorizationConfig, pipe, adapter, device) -> tuple[torch.Tensor, list[dict], dict]:
-    from .class_data import load_class_data
-
     forget = adapter.check_forget(cfg.forget)
-    images, labels = load_class_data(cfg, pipe)
+    images, labels = load_class_data(cfg.data, cfg.data_samples_per_class, cfg.seed, pipe)
     task = ClassConditionalTask.for_pipeline(pipe, images, labels, forget=forget)
     denoiser = adapter.denoiser.to(device).eval()
     scores = forget_set_scores(cfg.proxy, denoiser, task, cfg.model, cfg.seed, cfg.draws, cfg.batch_size,
@@ -331,7 +330,6 @@ def _score_prompts(cfg: MemorizationConfig, adapter, device) -> tuple[torch.Tens
 def run_memorization(cfg: MemorizationConfig) -> dict:
     """Score every forget-class sample (class-conditional models) or every prompt of `cfg.prompts`
     (text-to-image models), split the scores into low/medium/high and write them as JSON."""
-    from .. import __version__
     from ..io import check_output_free, portable, write_json
     from ..pipelines.adapters import adapter_for
     from ..pipelines.loading import load_any_pipeline

@@ -25,8 +25,6 @@ import torch
 
 from ..errors import ConfigError
 from .fisher import mnemonic_codes
-from .methods import FinetuneMethod
-from .objectives import mse
 
 MNEMONIC_FILE = "mnemonic.safetensors"
 
@@ -135,29 +133,3 @@ def load_mnemonic(model: str) -> Mnemonic:
         raise ConfigError(f"{path} holds a flag of shape {tuple(flag.shape)} and codes_per_class "
                           f"{mnemonic.codes_per_class}; it is damaged: train the model again")
     return mnemonic
-
-
-class MixedCodesMethod(FinetuneMethod):
-    """`FinetuneMethod`'s CFG diffusion training with a share `codes.t_mix` of each batch replaced by the
-    trained codes (drawn with the step's generator) under the flag: condition id `offset + c`, or
-    `offset + null` where the label is dropped. The recorder sees the images' losses only."""
-
-    def __init__(self, config, codes: Mnemonic, shape, offset: int, recorder=None):
-        super().__init__(config, recorder)
-        self.offset = offset
-        self.codes, self.code_labels = codes.codes(shape, range(offset - 1))  # every class, not the null label
-        self.n_codes = int(round(config.batch_size * codes.t_mix))
-
-    def compute_loss(self, denoiser, sampler) -> tuple[torch.Tensor, dict]:
-        n_images = self.config.batch_size - self.n_codes
-        batch = sampler.retain(n_images)
-        pick = torch.randint(len(self.codes), (self.n_codes,), generator=sampler.generator)
-        x0 = torch.cat([batch.x0, self.codes[pick].to(batch.x0.device, batch.x0.dtype)])
-        cond = sampler.drop(torch.cat([batch.cond, self.code_labels[pick].to(batch.cond.device)]),
-                            self.config.label_dropout)
-        cond[n_images:] += self.offset
-        noisy = sampler.noisy(x0)
-        pred = sampler.task.predict(denoiser, noisy.z_t, noisy.t, cond)
-        loss = mse(pred, noisy.target)
-        self.record(sampler, batch.index, cond, pred, noisy.target)
-        return loss, {"loss": loss.item()}

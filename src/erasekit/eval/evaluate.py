@@ -20,11 +20,11 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
 from ..errors import ConfigError
 from ..io import check_output_free, commit_dir, fingerprint_state_dict, portable, staging_dir, write_json
 from ..pipelines.adapters import adapter_for
 from ..pipelines.generation import generate_to_folder, read_manifest
+from ..version import __version__
 from .measure import Judge, collateral_metrics, group_metrics, load_images, measure_images
 from .report import format_summary, write_report
 from .suite import GROUPS, EvalSuite, build_records, load_suite

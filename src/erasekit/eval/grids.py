@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
+from ..errors import ConfigError
+from ..pipelines.adapters import adapter_for
+from ..pipelines.generation import generate_class_samples
+from ..pipelines.inference import torch_dtype
+from ..pipelines.loading import load_any_pipeline
 from .measure import to_pil
+from .suite import Sampling
 
 BACKGROUND = (255, 255, 255)
 TEXT = (20, 20, 20)
@@ -43,3 +50,23 @@ def side_by_side(panels: Sequence[Image.Image], gap: int = 16) -> Image.Image:
         canvas.paste(panel, (x, 0))
         x += panel.width + gap
     return canvas
+
+
+def class_grid(models: Sequence[tuple[str, str]], sampling: Sampling, columns: int = 10, forget: Sequence[int] = (),
+               variant: str | None = None, dtype: str | None = None) -> Image.Image:
+    """`erasekit grid`: each (name, model) a panel of `columns` samples per class on the same seeds, side by
+    side, the `forget` classes outlined. Class-conditional models only."""
+    panels = []
+    for name, model in models:
+        pipe = load_any_pipeline(model, variant=variant, torch_dtype=torch_dtype(dtype))
+        adapter = adapter_for(pipe)
+        if adapter.family != "class-conditional":
+            raise ConfigError(f"'{model}' is a {type(pipe).__name__}; `erasekit grid` draws class-conditional "
+                              f"models (for prompts, `erasekit eval --suite` writes grid.png)")
+        s = dataclasses.replace(sampling, samples_per_class=max(2, columns)).for_family(adapter)
+        classes = list(range(adapter.num_classes))
+        images, labels = generate_class_samples(pipe, classes, s.samples_per_class, s.eval_seed,
+                                                s.num_inference_steps, s.guidance_scale, s.eval_batch_size)
+        rows = [(f"class {c}", list(images[labels == c][:columns])) for c in classes]
+        panels.append(draw_rows(rows, name, tile=48, highlight=[f"class {c}" for c in forget]))
+    return side_by_side(panels)

@@ -8,17 +8,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from ..version import __version__
 
 # Licenses of the Stable Diffusion families, for bases whose directory has no model card (a converted
 # checkpoint, say). SD 1.x (OpenAI CLIP text encoder, quick_gelu): CreativeML OpenRAIL-M; SD 2.x (OpenCLIP,
 # gelu) and SDXL: CreativeML Open RAIL++-M. The bundled models are this project's, under Apache-2.0.
 SD1_LICENSE, SD2_LICENSE = "creativeml-openrail-m", "openrail++"
 RAIL_LICENSES = ("creativeml-openrail-m", "openrail++", "openrail")
-METHOD_DESCRIPTIONS = {
-    "salun": "saliency-masked random-label remapping (SalUn, Fan et al., ICLR 2024)",
-    "rl": "random-label remapping on every weight in scope (SalUn's ablation without a mask, Fan et al., ICLR 2024)",
-}
 METRIC_NAMES = {"UA": "unlearning accuracy", "RA": "retain accuracy", "FD": "Fréchet distance (judge features)",
                 "noisy_rate": "noisy-sample rate",
                 "mia_auc": "membership-inference AUC, forget vs held-out images"}
@@ -71,15 +67,16 @@ def eval_results(record: dict[str, Any]) -> list:
 
 def _body(record: dict[str, Any], license_: str, source: str, grid: str | None) -> list[str]:
     base, method = record["base_model"], record["method"]
-    run = record["config"]["run"]
+    config = record["config"]
+    train = config.get("train", config.get("run", {}))
     lines = [
         f"# {record['concept'].get('name') or 'Erased model'}: concept erased from `{base}`", "",
         f"This model is `{base}` with a concept erased by **{method}**: "
-        f"{METHOD_DESCRIPTIONS.get(method, 'a method registered with erasekit')}. Made with erasekit {__version__}.",
+        f"{record.get('method_description') or 'a method registered with erasekit'}. Made with erasekit {__version__}.",
         "", "## Concept", "", "```json", json.dumps(record["concept"], indent=2), "```", "",
         "## Method and hyperparameters", "", "| setting | value |", "|---|---|",
-        *[f"| {k} | {v} |" for k, v in record["config"]["method"].items()],
-        *[f"| {k} | {run[k]} |" for k in ("learning_rate", "max_steps", "seed", "mixed_precision") if k in run], "",
+        *[f"| {k} | {v} |" for k, v in config["method"].items()],
+        *[f"| {k} | {train[k]} |" for k in ("learning_rate", "max_steps", "seed", "mixed_precision") if k in train], "",
     ]
     if record.get("mask"):
         m = record["mask"]

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from .. import __version__
 from ..errors import ConfigError
 from ..io import atomic_file, fingerprint_state_dict, read_safetensors
+from ..version import __version__
 from .inference import DTYPES
 
 DELTA_FORMAT = "erasekit-delta-v1"

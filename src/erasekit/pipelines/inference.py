@@ -18,6 +18,11 @@ import torch
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    """`float16` for `torch.float16`: how records name a dtype."""
+    return str(dtype).removeprefix("torch.")
+
+
 def place(pipe, device) -> None:
     """Move a pipeline to `device`; a half-precision pipeline on CPU was warned about once, at loading."""
     pipe.to(device, silence_dtype_warnings=True)

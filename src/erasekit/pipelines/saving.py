@@ -14,16 +14,13 @@ from typing import Any
 
 import torch
 
-from ..io import portable
+from ..io import portable, write_text
 from . import layout
 from .adapters import adapter_for
+from .card import model_card
 from .delta import DELTA_FILE, save_delta
-from .inference import DTYPES
+from .inference import DTYPES, dtype_name
 from .loading import BUNDLED_PREFIX, source_of
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
 
 
 def save_erased(staging: Path, base, base_state: dict[str, torch.Tensor], denoiser, mask, run,
@@ -52,7 +49,7 @@ def save_erased(staging: Path, base, base_state: dict[str, torch.Tensor], denois
     if source and layout.write_denoiser(source, staging, adapter.denoiser_name, erased, save_dtype, base_state):
         layout.copy_frozen(source.path, staging, adapter.denoiser_name)
         sets = layout.file_sets(staging / adapter.denoiser_name)
-        delta["file_sets"] = {str(v or "default"): _dtype_name(layout.stored_dtype(staging, v, adapter.denoiser_name))
+        delta["file_sets"] = {str(v or "default"): dtype_name(layout.stored_dtype(staging, v, adapter.denoiser_name))
                               for v in sets}
         return delta
     # No files to copy: the pipeline is saved as loaded, the denoiser in the base's (or the asked) dtype.
@@ -60,7 +57,7 @@ def save_erased(staging: Path, base, base_state: dict[str, torch.Tensor], denois
     copy.load_state_dict(as_stored)
     torch.nn.Module.to(copy, save_dtype or next(iter(base_state.values())).dtype)
     adapter.with_denoiser(copy).save_pretrained(staging, variant=run.variant)
-    delta["file_sets"] = {str(run.variant or "default"): _dtype_name(copy.dtype)}
+    delta["file_sets"] = {str(run.variant or "default"): dtype_name(copy.dtype)}
     return delta
 
 
@@ -91,3 +88,11 @@ def describe_base(given: str | os.PathLike, source: layout.Source | None, conten
     out["variant"] = source.variant if source else None
     out["content_fingerprint"] = content
     return out
+
+
+def write_card(staging: Path, record: dict[str, Any], base) -> None:
+    """README.md, the model card; the base's own card (its license) is read from the files it was loaded
+    from, a Hub snapshot included."""
+    source = source_of(base)
+    grid = "report/grid.png" if (staging / "report" / "grid.png").is_file() else None
+    write_text(staging / "README.md", model_card(record, source.path if source else None, grid, base))

@@ -19,7 +19,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .. import __version__
 from ..config import check
 from ..io import atomic_dir
 from ..pipelines.digits import (
@@ -29,6 +28,7 @@ from ..pipelines.digits import (
     load_digits_16,
 )
 from ..pipelines.loading import BUNDLED_DIR
+from ..version import __version__
 
 logger = logging.getLogger(__name__)
 

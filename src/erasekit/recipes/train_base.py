@@ -18,13 +18,11 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__
 from ..config import check
 from ..erase.memorization import TRAINING_LOSSES, TrainingLosses
-from ..erase.methods import FinetuneConfig, FinetuneMethod
+from ..erase.methods.finetune import FinetuneConfig, FinetuneMethod, MixedCodesMethod
 from ..erase.mnemonic import (
     FlaggedEmbedding,
-    MixedCodesMethod,
     Mnemonic,
     flag_offset,
     initial_flag,
@@ -47,6 +45,7 @@ from ..pipelines.digits import (
 from ..pipelines.generation import generate_class_samples
 from ..pipelines.loading import BUNDLED_DIR
 from ..pipelines.pipeline_class_conditional import ClassConditionalPipeline
+from ..version import __version__
 
 logger = logging.getLogger(__name__)
 

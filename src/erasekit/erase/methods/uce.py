@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 
-from ..config import check
-from ..errors import ConfigError
-from .methods import Method, register_method
+from ...config import check
+from ...errors import ConfigError
+from ..registry import Method, register_method
 
 KV_PROJECTIONS = re.compile(r"(^|\.)attn2\.to_[kv]\.weight$")
 
@@ -84,4 +84,5 @@ class UCEMethod(Method):
         return {"edited_projections": edited, "erased_embeddings": len(erase), "preserved_embeddings": len(preserve)}
 
 
-register_method("uce", config_cls=UCEConfig, method_cls=UCEMethod)
+register_method("uce", config_cls=UCEConfig, method_cls=UCEMethod,
+                description="closed-form edit of the cross-attention keys and values (UCE, Gandikota et al., WACV 2024)")

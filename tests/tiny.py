@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 
-from .pipeline_class_conditional import ClassConditionalPipeline
+from erasekit.pipelines.pipeline_class_conditional import ClassConditionalPipeline
 
 
 def tiny_class_conditional_pipeline(
@@ -78,7 +78,7 @@ def tiny_sd_pipeline(prediction_type: str = "epsilon", sample_size: int = 32, se
     """
     from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 
-    from .tokenizer import build_clip_tokenizer
+    from erasekit.pipelines.tokenizer import build_clip_tokenizer
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
@@ -101,7 +101,7 @@ def tiny_sdxl_pipeline(sample_size: int = 32, seed: int = 0):
     """An SDXL pipeline of tiny parts: two text encoders, added time/text conditioning."""
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 
-    from .tokenizer import build_clip_tokenizer
+    from erasekit.pipelines.tokenizer import build_clip_tokenizer
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
@@ -126,7 +126,7 @@ def tiny_sd3_pipeline(sample_size: int = 32, seed: int = 0):
     transformer and a 16-channel VAE with a shift factor, sampled by flow matching."""
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
 
-    from .tokenizer import build_clip_tokenizer, build_t5_tokenizer
+    from erasekit.pipelines.tokenizer import build_clip_tokenizer, build_t5_tokenizer
 
     torch.manual_seed(seed)
     t5_tokenizer = build_t5_tokenizer()
@@ -153,7 +153,7 @@ def tiny_flux_pipeline(sample_size: int = 32, seed: int = 0, guidance_embeds: bo
     """
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
 
-    from .tokenizer import build_clip_tokenizer, build_t5_tokenizer
+    from erasekit.pipelines.tokenizer import build_clip_tokenizer, build_t5_tokenizer
 
     torch.manual_seed(seed)
     t5_tokenizer = build_t5_tokenizer()

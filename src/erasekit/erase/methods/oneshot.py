@@ -26,13 +26,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from diffusers import DDIMScheduler
 
-from ..config import check
-from ..errors import ConfigError
-from .fisher import FisherSettings, fisher_scores, stratified_levels
-from .methods import SINGLE, Method, Shard, register_method
-from .saliency import SaliencyMask, parameters_in_scope, select_top_ratio
-from .tasks import ConditionTask
+from ...config import check
+from ...errors import ConfigError
+from ..fisher import FisherSettings, fisher_scores, stratified_levels
+from ..masks import load_mask
+from ..mnemonic import flag_offset, flagged, load_mnemonic
+from ..registry import SINGLE, Method, Shard, register_method
+from ..saliency import SaliencyMask, parameters_in_scope, select_top_ratio
+from ..tasks import ConditionTask
 
 log = logging.getLogger(__name__)
 INPUTS = ("data", "codes", "mnemonic")
@@ -78,8 +81,6 @@ def ddim_sample(denoiser, task: ConditionTask, cond: torch.Tensor, steps: int, g
                 seed: int) -> torch.Tensor:
     """Samples in the denoiser's input space (latents or pixels) for condition ids `cond`: DDIM with
     classifier-free guidance `null + guidance * (cond - null)`, from noise seeded `seed`."""
-    from diffusers import DDIMScheduler
-
     scheduler = DDIMScheduler.from_config(task.scheduler.config)
     scheduler.set_timesteps(steps)
     parameter = next(denoiser.parameters())
@@ -132,15 +133,11 @@ class OneShotMethod(Method):
                               "model (class-conditional or Stable Diffusion 1.x/2.x/XL); give one factor, or use "
                               "method 'salun' for flow-matching models")
         if cfg.mask_path:
-            from .masks import load_mask
-
             self.mask = load_mask(cfg.mask_path, denoiser)
             return
         params = parameters_in_scope(denoiser, cfg.scope, task.scopes)
         metadata = {"saliency": "fisher-ratio" if cfg.fisher_normalize else "fisher", "inputs": cfg.inputs}
         if cfg.inputs == "mnemonic":  # the trained codes, under the flag the model learned for them
-            from .mnemonic import flag_offset, flagged, load_mnemonic
-
             mnemonic = load_mnemonic(self.model)
             offset = flag_offset(denoiser)
 
@@ -196,4 +193,5 @@ class OneShotMethod(Method):
                 "recognised": chosen["recognised"], "trials": trials}
 
 
-register_method("oneshot", config_cls=OneShotConfig, method_cls=OneShotMethod)
+register_method("oneshot", config_cls=OneShotConfig, method_cls=OneShotMethod,
+                description="one Fisher-selected perturbation, no training (after Yamashita et al., one-shot unlearning)")

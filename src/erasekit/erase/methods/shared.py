@@ -1,0 +1,83 @@
+"""What several methods share: the diffusion-loss batch settings, the retain term and the scoped trainer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ...config import check
+from ..objectives import diffusion_loss, mse
+from ..registry import SINGLE, Method, Shard
+from ..saliency import parameters_in_scope
+from ..tasks import ConditionTask, Sampler
+
+SCOPE_HELP = "regex or preset (all, xattn, attn, no-norm, no-time) of trained weights"
+
+
+def redefault(cls: type, name: str, default: Any, help: str | None = None) -> Any:
+    """`cls`'s field `name` with another default (and, if given, a method-specific help text)."""
+    metadata = {"help": help} if help else cls.__dataclass_fields__[name].metadata
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class DiffusionSettings:
+    """The batch and CFG condition dropout of a method's diffusion losses."""
+
+    batch_size: int = field(default=64, metadata={"help": "forget and retain samples per micro-batch, each"})
+    label_dropout: float = field(default=0.1, metadata={"help": "CFG null-label rate in the retain loss"})
+
+    def __post_init__(self):
+        check(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
+        check(0 <= self.label_dropout < 1, "label_dropout", self.label_dropout, "in [0, 1)")
+
+
+@dataclass
+class RetainSettings(DiffusionSettings):
+    """A forget objective plus `alpha` times the retain loss, on the weights `scope` selects."""
+
+    alpha: float = field(default=2.0, metadata={"help": "weight of the retain diffusion loss"})
+    scope: str = field(default="all", metadata={"help": SCOPE_HELP})
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(self.alpha >= 0, "alpha", self.alpha, ">= 0")
+
+
+class ScopedMethod(Method):
+    """A method that trains every weight its `config.scope` selects, with an optional retain term."""
+
+    teacher = None
+
+    def __init__(self, config):
+        self.config = config
+
+    @property
+    def retain_to_teacher(self) -> bool:
+        """`retain_target: teacher` (only methods whose config has that field)."""
+        return getattr(self.config, "retain_target", "noise") == "teacher"
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.retain_to_teacher
+
+    def prepare(self, denoiser, task: ConditionTask, generator: torch.Generator, shard: Shard = SINGLE,
+                teacher=None) -> None:
+        self.teacher = teacher
+
+    def trainable_parameters(self, denoiser, task: ConditionTask) -> dict[str, torch.nn.Parameter]:
+        return parameters_in_scope(denoiser, self.config.scope, task.scopes)
+
+    def retain_loss(self, denoiser, sampler: Sampler) -> torch.Tensor:
+        """The loss on a retain batch, with CFG condition dropout: the ordinary diffusion loss, or with
+        `retain_target: teacher` the distance to the frozen base's prediction on the same noisy batch."""
+        retain = sampler.retain(self.config.batch_size)
+        noisy = sampler.noisy(retain.x0)
+        cond = sampler.drop(retain.cond, self.config.label_dropout)
+        if not self.retain_to_teacher:
+            return diffusion_loss(lambda z, t, c: sampler.task.predict(denoiser, z, t, c), noisy, cond)
+        with torch.no_grad():
+            target = sampler.task.predict(self.teacher, noisy.z_t, noisy.t, cond)
+        return mse(sampler.task.predict(denoiser, noisy.z_t, noisy.t, cond), target)

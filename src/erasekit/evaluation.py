@@ -1,0 +1,103 @@
+"""The last step of `erase`: the one evaluator on the erased model beside its base, into `report/`.
+
+Class-conditional models are sampled at every class with the run's `Sampling`; text-to-image models at
+the erase's forget prompts and four retain prompts, judged as the recipe's `eval_suite` says; a sample
+unlearning run gets the loss-based membership test instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+from .erase.build_task import sample_task
+from .erase.membership import membership_metrics
+from .eval.evaluate import Process, evaluate_pipes
+from .eval.report import format_summary
+from .eval.suite import EvalSuite, load_suite
+from .io import fingerprint_state_dict, portable, write_json, write_text
+from .pipelines.adapters import adapter_for
+from .pipelines.inference import torch_dtype
+from .recipe import Configs
+
+logger = logging.getLogger(__name__)
+
+# The judge settings an erase takes from its `eval_suite`; the prompts are the erase's own.
+JUDGE_KEYS = ("metrics", "nudenet_threshold", "clip_model", "clip_pretrained", "concept", "alternatives",
+              "classifier", "classifier_weights", "class_ids", "allow_pickle")
+MEMBERSHIP_KEYS = ("mia_auc", "mia_auc_retain", "loss_forget", "loss_retain", "loss_test")
+
+
+def evaluate_erase(cfg: Configs, erased, base, concept: dict, staging: Path, metrics: dict,
+                   accelerator) -> Path | None:
+    """Evaluate `erased` beside `base` into `staging/report`, add before/after to `metrics`, and return the
+    report's path (None when `evaluate: false`)."""
+    if not cfg.run.evaluate:
+        return None
+    if cfg.data.forget_samples is not None:
+        return evaluate_membership(cfg, erased, base, staging, metrics, accelerator)
+    adapter = adapter_for(erased)
+    if adapter.family == "class-conditional":
+        suite = EvalSuite(**dataclasses.asdict(cfg.eval), name="erase", forget=concept["forget_classes"],
+                          grid_prompts=adapter.num_classes, grid_seeds=10)
+    else:
+        suite = text_erase_suite(cfg, concept)
+    identity = {"model": portable(str(cfg.run.output_dir)), "baseline": portable(cfg.run.pretrained_model_name_or_path),
+                "fingerprints": {"base": fingerprint_state_dict(adapter_for(base).denoiser.state_dict()),
+                                 "model": fingerprint_state_dict(adapter.denoiser.state_dict())}}
+    report = evaluate_pipes({"base": base, "model": erased}, suite, staging / "report", identity,
+                            Process(device=accelerator.device), torch_dtype(accelerator.mixed_precision))
+    classes = report["metrics"].get("classes")
+    if classes:
+        metrics.update(before=classes["base"], after=classes["model"])
+    else:
+        metrics.update(text_metrics(report["metrics"]))
+    logger.info(format_summary(report))
+    return staging / "report" / "report.md"
+
+
+def text_erase_suite(cfg: Configs, concept: dict) -> EvalSuite:
+    """The erase's own evaluation of a text-to-image model: its forget prompts (target) and up to four
+    retain prompts at seeds 0-3, judged as `eval_suite` says (NudeNet, CLIP), sampled as the data were
+    unless `num_inference_steps`, `guidance_scale` or `eval_batch_size` say otherwise."""
+    c, s = cfg.concept, cfg.eval
+    judges = {k: v for k, v in dataclasses.asdict(load_suite(cfg.run.eval_suite)).items() if k in JUDGE_KEYS} \
+        if cfg.run.eval_suite else {"metrics": []}
+    return EvalSuite(name="erase", prompts=list(concept["forget_prompts"]),
+                     retain_prompts=list(concept["retain_prompts"])[:4], seeds=[0, 1, 2, 3],
+                     num_inference_steps=s.num_inference_steps or c.generation_steps,
+                     guidance_scale=s.guidance_scale or c.generation_guidance,
+                     eval_batch_size=s.eval_batch_size or c.generation_batch_size, resolution=c.resolution,
+                     grid_prompts=8, grid_seeds=4, dtype=cfg.run.dtype, **judges)
+
+
+def text_metrics(metrics: dict) -> dict:
+    """`before`/`after` of a text-to-image erase: each group's figures per side, and the collateral ones."""
+    out: dict[str, Any] = {side: {group: metrics[group][key] for group in ("target", "retain", "paraphrase")
+                                  if group in metrics} for side, key in (("before", "base"), ("after", "model"))}
+    if "collateral" in metrics:
+        out["collateral"] = metrics["collateral"]
+    return out
+
+
+def evaluate_membership(cfg: Configs, erased, base, staging: Path, metrics: dict, accelerator) -> Path:
+    """Sample unlearning: the loss-based membership test on the base and the unlearned model, side by
+    side, into report/membership.json and report/report.md."""
+    task, (test_x, test_c) = sample_task(cfg.data, cfg.train.seed, base)
+    rows = {}
+    for name, pipe in (("base", base), ("model", erased)):
+        denoiser = adapter_for(pipe).denoiser.to(accelerator.device)
+        rows[name] = membership_metrics(denoiser, task, test_x, test_c)
+        denoiser.to("cpu")
+    metrics.update(before=rows["base"], after=rows["model"])
+    (staging / "report").mkdir(exist_ok=True)
+    write_json(staging / "report" / "membership.json", rows, overwrite=True)
+    lines = ["# Membership test", "", f"{rows['base']['n_forget']} forget images, {rows['base']['n_test']} held-out "
+             f"test images, {rows['base']['draws']} noise draws each. AUC: P(forget loss < test loss); 0.5 = the "
+             "forget images look like unseen ones.", "", "| metric | base | model |", "|---|---|---|",
+             *[f"| {k} | {rows['base'][k]:.4f} | {rows['model'][k]:.4f} |" for k in MEMBERSHIP_KEYS], ""]
+    write_text(staging / "report" / "report.md", "\n".join(lines))
+    logger.info("\n".join(lines))
+    return staging / "report" / "report.md"
