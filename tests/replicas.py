@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from tiny import tiny_clip_text_encoder, tiny_flux_pipeline, tiny_sd3_pipeline, tiny_vae
 from erasekit.pipelines.tokenizer import build_clip_tokenizer
+from tiny import tiny_clip_text_encoder, tiny_flux_pipeline, tiny_sd3_pipeline, tiny_vae
 
 REPLICAS = {
     "sd14": "CompVis/stable-diffusion-v1-4",

@@ -10,11 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from erasekit.recipe import ROLES, resolve_configs
 from erasekit.erase.methods import METHODS
-from erasekit.erase.text import TextConceptConfig
 from erasekit.errors import ConfigError
-from erasekit.eval.suite import EvalSuite, Sampling
+from erasekit.eval.suite import EvalSuite
+from erasekit.recipe import ROLES, resolve_configs
 
 ERASE_KEYS = sorted({f.name for cls in (*ROLES.values(), *(spec.config for spec in METHODS.values()))
                      for f in fields(cls)})

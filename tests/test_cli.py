@@ -150,8 +150,8 @@ def test_help_lists_every_config_key_with_type_default_and_help(command, capsys)
 
 
 def test_list_flags_keep_commas_inside_prompts_and_take_repeats():
-    from erasekit.recipe import resolve_configs
     from erasekit.cli import _overrides, build_parser
+    from erasekit.recipe import resolve_configs
 
     argv = ["erase", "--forget-prompts", "a nude person, oil painting", "--forget-prompts", "a nude statue",
             "--anchor_prompts", "[a clothed person, a dressed statue]", "--forget", "3", "--forget", "4",
@@ -188,8 +188,8 @@ def test_keys_of_the_other_model_family_are_refused(tmp_path, capsys):
 def test_the_demo_runs_the_shipped_digits_recipe():
     from dataclasses import asdict
 
-    from erasekit.recipe import resolve_configs
     from erasekit.cli import DEMO_SETTINGS
+    from erasekit.recipe import resolve_configs
 
     demo = resolve_configs(None, {"output_dir": "x", **DEMO_SETTINGS})
     recipe = resolve_configs(Path(__file__).parents[1] / "configs" / "digits.yaml", {"output_dir": "x", "forget": [0]})

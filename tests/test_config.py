@@ -1,9 +1,9 @@
 import pytest
 
-from erasekit.recipe import EraseConfig, resolve_configs
 from erasekit.config import build_configs, parse_cli_overrides
 from erasekit.erase.methods import SalUnConfig
 from erasekit.errors import ConfigError
+from erasekit.recipe import EraseConfig, resolve_configs
 
 
 def test_cli_overrides_are_typed_by_field():

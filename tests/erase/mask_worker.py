@@ -6,11 +6,11 @@ import torch
 from accelerate import Accelerator
 from diffusers import DDPMScheduler
 
-from erasekit.stages import shard_of
 from erasekit.erase.masks import save_mask
 from erasekit.erase.methods import SalUnConfig, SalUnMethod
 from erasekit.erase.tasks import ConditionTask
 from erasekit.pipelines.adapters import adapter_for
+from erasekit.stages import shard_of
 from tiny import tiny_sd_pipeline
 
 

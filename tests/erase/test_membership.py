@@ -7,12 +7,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from erasekit.recipe import resolve_configs
 from erasekit.cli import main
 from erasekit.erase import membership
 from erasekit.erase.membership import auc, pick_samples
 from erasekit.erase.tasks import SampleTask
 from erasekit.errors import ConfigError
+from erasekit.recipe import resolve_configs
 
 
 def test_auc_matches_the_pairwise_count_with_ties_as_half():

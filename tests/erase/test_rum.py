@@ -8,12 +8,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from erasekit.recipe import resolve_configs
 from erasekit.cli import main
 from erasekit.erase.memorization import PROXIES, TRAINING_LOSSES, TrainingLosses, cfg_gain, partition
 from erasekit.erase.rum import refine, union_mask
 from erasekit.erase.saliency import SaliencyMask
 from erasekit.errors import ConfigError
+from erasekit.recipe import resolve_configs
 
 
 class Recorder:

@@ -11,8 +11,8 @@ from erasekit.errors import ConfigError, ModelLoadError
 from erasekit.pipelines.layout import content_fingerprint, file_sets, hub_origin, only_variant, stored_dtype
 from erasekit.pipelines.loading import default_dtype, load_pipeline
 from erasekit.pipelines.saving import base_name
-from tiny import tiny_class_conditional_pipeline
 from replicas import build_replica
+from tiny import tiny_class_conditional_pipeline
 
 
 @pytest.fixture(scope="module")

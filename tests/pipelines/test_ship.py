@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from erasekit.recipe import resolve_configs
 from erasekit.errors import ConfigError, ErasekitError, ModelLoadError
 from erasekit.pipelines.hub import push_to_hub, staged_files
 from erasekit.pipelines.loading import load_pipeline
+from erasekit.recipe import resolve_configs
 
 CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
 
