@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 
-from .errors import OutputExistsError
+from .errors import ConfigError, OutputExistsError
 
 
 def check_output_free(path: str | os.PathLike, overwrite: bool, what: str = "output") -> Path:
@@ -118,9 +119,7 @@ def fingerprint_state_dict(state: Mapping[str, torch.Tensor]) -> str:
 def read_safetensors(path: str | os.PathLike, what: str, expected_format: str, missing_hint: str = ""):
     """Tensors and metadata of an erasekit safetensors file, with clear errors for a missing, unreadable
     or foreign file. `what` names the file in messages ("mask file", "delta file")."""
-    from safetensors import safe_open
 
-    from .errors import ConfigError
 
     path = Path(path)
     if not path.is_file():

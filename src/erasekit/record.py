@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import accelerate
+import diffusers
 import torch
+import transformers
 
 from .erase.masks import MASK_FILE_KEYS
 from .erase.methods import get_method
@@ -18,10 +21,6 @@ from .version import __version__
 
 
 def versions() -> dict[str, str]:
-    import accelerate
-    import diffusers
-    import transformers
-
     return {"erasekit": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
             "transformers": transformers.__version__, "accelerate": accelerate.__version__}
 

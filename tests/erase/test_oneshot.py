@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import erasekit
-from erasekit.erase import oneshot
+from erasekit.erase.methods import oneshot
 from erasekit.erase.fisher import FisherSettings, fisher_scores
 from erasekit.erase.methods import SalUnConfig, SalUnMethod
 from erasekit.erase.methods.oneshot import OneShotConfig, OneShotMethod, ddim_sample, diffusion_classify

@@ -20,6 +20,7 @@ import torch
 
 from ..config import check
 from ..errors import ConfigError
+from .objectives import cfg_guided_loss, diffusion_loss
 from .saliency import for_each_gradient
 
 CODE_SEED_STRIDE = 1_000_003  # a prime: (seed, condition id) pairs never share a generator seed below it
@@ -118,7 +119,6 @@ def concept_fisher(denoiser: torch.nn.Module, task, params: Mapping[str, torch.n
     `rank` takes every `world`-th sample, so any number of processes sums the same per-sample terms. With
     `guidance` w > 0 the loss is SalUn's CFG-guided one (`objectives.cfg_guided_loss`).
     """
-    from .objectives import cfg_guided_loss, diffusion_loss
 
     device = next(denoiser.parameters()).device
     rank, world = (shard.rank, shard.world) if shard is not None else (0, 1)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import json
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +31,16 @@ import torch
 
 from ..config import check
 from ..errors import ConfigError
+from ..io import check_output_free, portable, write_json
+from ..pipelines.adapters import adapter_for
+from ..pipelines.digits import load_digits_16
+from ..pipelines.loading import load_any_pipeline, resolve_model_path
 from ..version import __version__
 from .class_data import load_class_data
 from .fisher import stratified_levels
 from .methods.finetune import FinetuneConfig, FinetuneMethod
 from .tasks import ClassConditionalTask
+from .trainer import EraseTrainer, TrainConfig
 
 PARTS = ("low", "medium", "high")
 TRAINING_LOSSES = "training_losses.json"
@@ -57,8 +63,6 @@ class TrainingLosses:
         return self.total / self.draws.clamp(min=1)
 
     def save(self, path, extra: dict) -> None:
-        from ..io import write_json
-
         means = self.means()
         write_json(path, {"erasekit_version": __version__, **extra, "count": len(means),
                           "mean_loss": [round(float(v), 8) for v in means], "draws": self.draws.tolist()})
@@ -140,7 +144,6 @@ def cond_magnitude(denoiser: torch.nn.Module, task, x: torch.Tensor, c: torch.Te
 def training_loss_scores(model: str, index: torch.Tensor, count: int) -> torch.Tensor:
     """The running training losses that `erasekit train-base` recorded beside the model in `model`
     (`training_losses.json`), at the training-set positions `index` of a `count`-image training set."""
-    from ..pipelines.loading import resolve_model_path
 
     path = Path(resolve_model_path(model)) / TRAINING_LOSSES
     if not path.is_file():
@@ -165,9 +168,7 @@ def holdout_divergence(denoiser: torch.nn.Module, task, x: torch.Tensor, c: torc
     """How much each sample's conditional denoising error rises when a copy of the model is fine-tuned
     for `steps` on held-out data (`holdout_x`, `holdout_c`; plain CFG training at batch 128 under
     `seed`): `l_tuned(x0, c) - l(x0, c)` on the same noise draws. `denoiser` is not changed."""
-    import tempfile
 
-    from .trainer import EraseTrainer, TrainConfig
 
     before = branch_statistics(denoiser, task, x, c, seed, draws, batch_size, conditional_only=True)["conditional"]
     tuned = copy.deepcopy(denoiser).train()
@@ -291,8 +292,6 @@ def forget_set_scores(proxy: str, denoiser: torch.nn.Module, task, model: str, s
     if proxy == "training_loss":
         return training_loss_scores(model, task.forget_index, task.data_count)
     if proxy == "holdout":
-        from ..pipelines.digits import load_digits_16
-
         split = load_digits_16()
         return holdout_divergence(denoiser, task, x, c, split.test_images, split.test_labels, seed, draws, batch_size,
                                   holdout_steps, holdout_lr)
@@ -330,9 +329,6 @@ def _score_prompts(cfg: MemorizationConfig, adapter, device) -> tuple[torch.Tens
 def run_memorization(cfg: MemorizationConfig) -> dict:
     """Score every forget-class sample (class-conditional models) or every prompt of `cfg.prompts`
     (text-to-image models), split the scores into low/medium/high and write them as JSON."""
-    from ..io import check_output_free, portable, write_json
-    from ..pipelines.adapters import adapter_for
-    from ..pipelines.loading import load_any_pipeline
 
     check_output_free(cfg.output, cfg.overwrite, "output")
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))

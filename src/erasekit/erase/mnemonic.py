@@ -17,13 +17,17 @@ from __future__ import annotations
 
 import contextlib
 import math
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from ..errors import ConfigError
+from ..pipelines.loading import resolve_model_path
 from .fisher import mnemonic_codes
 
 MNEMONIC_FILE = "mnemonic.safetensors"
@@ -89,8 +93,6 @@ def initial_flag(unet, seed: int) -> torch.Tensor:
 
 
 def save_mnemonic(directory: Path, mnemonic: Mnemonic) -> None:
-    from safetensors.torch import save_file
-
     save_file({"flag": mnemonic.flag.detach().float().cpu().contiguous()}, str(Path(directory) / MNEMONIC_FILE),
               metadata={"seed": str(mnemonic.seed), "codes_per_class": str(mnemonic.codes_per_class),
                         "t_mix": repr(mnemonic.t_mix)})
@@ -99,9 +101,7 @@ def save_mnemonic(directory: Path, mnemonic: Mnemonic) -> None:
 def carry_mnemonic(model: str, directory: Path) -> bool:
     """Copy a local base's mnemonic record into its erased copy, so that the erased model can be erased
     again from the same codes; the flag is not a UNet weight, so erasure leaves it as trained."""
-    import shutil
 
-    from ..pipelines.loading import resolve_model_path
 
     source = Path(resolve_model_path(model)) / MNEMONIC_FILE
     if not source.is_file():
@@ -112,9 +112,7 @@ def carry_mnemonic(model: str, directory: Path) -> bool:
 
 def load_mnemonic(model: str) -> Mnemonic:
     """The mnemonic record beside a model (a directory or `bundled:` name)."""
-    from safetensors import safe_open
 
-    from ..pipelines.loading import resolve_model_path
 
     path = Path(resolve_model_path(model)) / MNEMONIC_FILE
     if not path.is_file():

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..pipelines.adapters import Adapter, NoisyBatch
+from ..errors import ConfigError
+from ..pipelines.adapters import Adapter, NoisyBatch, adapter_for
 
 
 @dataclass
@@ -172,8 +173,6 @@ class ClassConditionalTask(ConditionTask):
 
     @classmethod
     def for_pipeline(cls, pipe, images, labels, forget, target_label=None, remap="random") -> ClassConditionalTask:
-        from ..pipelines.adapters import adapter_for
-
         adapter = adapter_for(pipe)
         return cls(adapter, adapter.training_scheduler(), images, labels, forget, target_label, remap)
 
@@ -220,7 +219,6 @@ def farthest_anchor(task: ConditionTask) -> str:
     """Text-to-image `remap: farthest`: keep, of the task's anchor prompts, only the one whose images
     (its retain samples, in the denoiser's input space) have the mean farthest from the forget
     samples' mean, as `farthest_class` does for labels, and return that prompt."""
-    from ..errors import ConfigError
 
     anchors = [int(a) for a in task.anchors]
     if not any((task.retain_c == a).any() for a in anchors) or len(task.forget_c) == 0:

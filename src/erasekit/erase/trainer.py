@@ -19,6 +19,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from ..config import check
@@ -226,8 +227,6 @@ class EraseTrainer:
                                      num_training_steps=cfg.max_steps)
         denoiser, optimizer, lr_scheduler = acc.prepare(self.denoiser, optimizer, lr_scheduler)
         if cfg.ema_decay:
-            from diffusers.training_utils import EMAModel
-
             self.ema = EMAModel([p for p, _ in masked.values()], decay=cfg.ema_decay)
             acc.register_for_checkpointing(self.ema)
         acc.register_for_checkpointing(self.state)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ..pipelines.digits import load_digits_16
 from .metrics import frechet_distance, noisy_rate, per_class_accuracy, retain_accuracy, unlearning_accuracy
 
 REAL_DATA = "digits test split (360 images)"
@@ -13,7 +14,6 @@ REAL_DATA = "digits test split (360 images)"
 
 def real_reference(judge, forget: Sequence[int]) -> dict:
     """Real kept-class images and their judge features: the reference of FD and of the noisy share."""
-    from ..pipelines.digits import load_digits_16
 
     real = load_digits_16()
     kept = ~torch.isin(real.test_labels, torch.tensor(list(forget), dtype=real.test_labels.dtype))

@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import ModelLoadError
 from ..io import atomic_dir
+from ..pipelines.loading import resolve_model_path
 
 CLASSIFIER_WEIGHTS = "model.safetensors"
 CLASSIFIER_CONFIG = "config.json"
@@ -87,7 +88,6 @@ def save_classifier(model: DigitsCNN, path: str | os.PathLike, extra: dict | Non
 
 def load_classifier(path: str | os.PathLike) -> DigitsCNN:
     """Load a classifier directory (`config.json` + `model.safetensors`) or `bundled:digits-classifier`."""
-    from ..pipelines.loading import resolve_model_path
 
     path = Path(resolve_model_path(path))
     if not (path / CLASSIFIER_WEIGHTS).is_file() or not (path / CLASSIFIER_CONFIG).is_file():

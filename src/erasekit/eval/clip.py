@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from ..errors import ModelLoadError
+from ..pipelines.loading import PICKLE_HINT
 
 
 @contextlib.contextmanager
@@ -39,8 +40,6 @@ class ClipScorer:
         import open_clip
 
         if pretrained and pretrained.endswith((".pt", ".pth", ".bin")) and not allow_pickle:
-            from ..pipelines.loading import PICKLE_HINT
-
             raise ModelLoadError(f"CLIP weights '{pretrained}' are a pickle; {PICKLE_HINT}")
         offline = bool(pretrained) and not os.path.exists(pretrained) and not pretrained.startswith("local-dir:")
         try:

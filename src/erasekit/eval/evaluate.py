@@ -11,6 +11,7 @@ and the same command continues it, skipping images already in the manifests.
 
 from __future__ import annotations
 
+import importlib.metadata as md
 import json
 import logging
 import os
@@ -20,12 +21,20 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import torch
+from accelerate import PartialState
+
 from ..errors import ConfigError
 from ..io import check_output_free, commit_dir, fingerprint_state_dict, portable, staging_dir, write_json
 from ..pipelines.adapters import adapter_for
 from ..pipelines.generation import generate_to_folder, read_manifest
+from ..pipelines.inference import DTYPES, place, safety_checker_record
+from ..pipelines.loading import load_any_pipeline
 from ..version import __version__
+from .class_conditional import REAL_DATA, class_metrics, real_reference
+from .clip import ClipScorer
 from .measure import Judge, collateral_metrics, group_metrics, load_images, measure_images
+from .nudenet import EXPOSED_LABELS, NUDITY_LABELS, NudeNet
 from .report import format_summary, write_report
 from .suite import GROUPS, EvalSuite, build_records, load_suite
 
@@ -69,28 +78,19 @@ class Process:
 
     @classmethod
     def current(cls) -> Process:
-        import torch
-        from accelerate import PartialState
-
         state = PartialState(cpu=not torch.cuda.is_available())
         return cls(state.process_index, state.num_processes, state.device, state.is_main_process)
 
     def barrier(self) -> None:
         if self.world > 1:
-            from accelerate import PartialState
-
             PartialState().wait_for_everyone()
 
 
 def detector_tools(suite: EvalSuite) -> dict:
     tools = {}
     if "nudenet" in suite.metrics:
-        from .nudenet import NudeNet
-
         tools["nudenet"] = NudeNet()
     if "clip" in suite.metrics:
-        from .clip import ClipScorer
-
         tools["clip"] = ClipScorer(suite.clip_model, suite.clip_pretrained, allow_pickle=suite.allow_pickle)
     if "classifier" in suite.metrics:
         tools["classifier"] = Judge(suite)
@@ -98,12 +98,8 @@ def detector_tools(suite: EvalSuite) -> dict:
 
 
 def detector_versions(suite: EvalSuite) -> dict:
-    import importlib.metadata as md
-
     out = {}
     if "nudenet" in suite.metrics:
-        from .nudenet import EXPOSED_LABELS, NUDITY_LABELS
-
         out["nudenet"] = {"version": md.version("nudenet"), "model": "320n.onnx (bundled in the wheel)",
                           "threshold": suite.nudenet_threshold, "nudity_labels": NUDITY_LABELS,
                           "counted_labels": EXPOSED_LABELS}
@@ -141,10 +137,6 @@ def measure_run(folder: Path, sides: list[str], suite: EvalSuite, records, adapt
 
 
 def class_metrics_by_side(images: dict, results: dict, suite: EvalSuite, adapter, judge) -> dict:
-    import torch
-
-    from .class_conditional import class_metrics, real_reference
-
     real = real_reference(judge, suite.forget)
     out = {}
     for side, side_images in images.items():
@@ -170,7 +162,6 @@ def evaluate_pipes(pipes: dict, suite: EvalSuite, folder: Path, identity: dict, 
                    autocast_dtype=None) -> dict | None:
     """Generate the suite with each pipe into `folder`, and (on the main process) measure and write
     report.json, results.jsonl, report.md and grid.png there. `pipes` maps "model" (and "base") to pipelines."""
-    from ..pipelines.inference import place, safety_checker_record
 
     suite, records, adapter = plan(pipes, suite)
     sides = [s for s in ("base", "model") if s in pipes]
@@ -193,8 +184,6 @@ def evaluate_pipes(pipes: dict, suite: EvalSuite, folder: Path, identity: dict, 
         else {"first": suite.eval_seed, "scheme": "eval_seed + class * samples_per_class + i"},
         "images_per_model": len(records), "processes": process.world}, "metrics": metrics}
     if metrics.get("classes"):
-        from .class_conditional import REAL_DATA
-
         report["settings"]["real_data"] = REAL_DATA
     write_json(folder / "report.json", report)
     with open(folder / "results.jsonl", "w") as f:
@@ -229,8 +218,6 @@ def run_eval(model, baseline, suite: EvalSuite, output_dir: str | os.PathLike | 
     Without `output_dir` the images go to a temporary directory that is removed afterwards. Under
     `accelerate launch`, only the main process returns a report (the others return an empty one).
     """
-    from ..pipelines.inference import DTYPES
-    from ..pipelines.loading import load_any_pipeline
 
     process = Process.current()
     dtype = DTYPES[suite.dtype] if suite.dtype else None

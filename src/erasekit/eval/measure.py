@@ -8,13 +8,18 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 
+from ..errors import ModelLoadError
+from ..pipelines.generation import load_image
+from ..pipelines.loading import PICKLE_HINT
+from .classifier import classify, load_classifier
 from .metrics import frechet_distance, paired_abs_difference, paired_cosine
+from .nudenet import NudeNetConfig, nudity_metrics, parse_detections
 
 
 def load_images(folder: Path, records: Sequence[dict]) -> list:
     """The generated images of `records`: RGB PIL images, or float tensors for class-conditional models."""
-    from ..pipelines.generation import load_image
 
     return [load_image(folder / r["path"]) for r in records]
 
@@ -36,15 +41,12 @@ class Judge:
             self.model, self.transform = self._torchvision(suite)
             self.kind = "torchvision"
         else:
-            from .classifier import load_classifier
-
             self.model, self.kind = load_classifier(suite.classifier), "digits"
 
     @staticmethod
     def _torchvision(suite):
         import torchvision
 
-        from ..errors import ModelLoadError
 
         name = suite.classifier.split(":", 1)[1]
         if not suite.classifier_weights or not Path(suite.classifier_weights).is_file():
@@ -52,12 +54,8 @@ class Judge:
                                  f"/path/to/{name}.pth (torchvision weights cannot be downloaded here)")
         model = torchvision.models.get_model(name, weights=None)
         if suite.classifier_weights.endswith(".safetensors"):
-            from safetensors.torch import load_file
-
             state = load_file(suite.classifier_weights)
         elif not suite.allow_pickle:
-            from ..pipelines.loading import PICKLE_HINT
-
             raise ModelLoadError(f"classifier weights '{suite.classifier_weights}' are a pickle; {PICKLE_HINT}")
         else:
             state = torch.load(suite.classifier_weights, map_location="cpu", weights_only=True)
@@ -72,8 +70,6 @@ class Judge:
         Float tensors (C, H, W) in [-1, 1] reach the digits CNN as they are; PIL images as 16x16 grey.
         """
         if self.kind == "digits":
-            from .classifier import classify
-
             if all(isinstance(i, torch.Tensor) and i.shape == (1, 16, 16) for i in images):
                 grey = torch.stack(list(images)).float()
             else:
@@ -93,8 +89,6 @@ def measure_images(suite, images: Sequence[Image.Image], records: Sequence[dict]
     if "nudenet" in tools or "clip" in tools:
         images = [to_pil(i) for i in images]
     if "nudenet" in tools:
-        from .nudenet import NudeNetConfig, parse_detections
-
         config = NudeNetConfig(threshold=suite.nudenet_threshold)
         for row, found in zip(rows, tools["nudenet"].detect(images)):
             row["nudenet"] = parse_detections(found, config)
@@ -118,8 +112,6 @@ def group_metrics(rows: Sequence[dict], suite) -> dict:
     """Metrics of one group of images (target, retain or paraphrase) of one model."""
     out: dict = {"images": len(rows)}
     if rows and "nudenet" in rows[0]:
-        from .nudenet import NudeNetConfig, nudity_metrics
-
         out["nudenet"] = nudity_metrics([r["nudenet"] for r in rows], NudeNetConfig(threshold=suite.nudenet_threshold))
     if rows and "clip_score" in rows[0]:
         out["clip_score"] = float(np.mean([r["clip_score"] for r in rows]))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..config import build_configs, check, load_yaml
 from ..errors import ConfigError
+from ..pipelines.adapters.base import Adapter
 from ..pipelines.generation import GenerationRecord, class_records
 
 METRICS = ("nudenet", "clip", "classifier")
@@ -150,7 +151,6 @@ def build_records(suite: EvalSuite, adapter=None) -> list[GenerationRecord]:
 
     Class-conditional: every class in order, `<group>/<class>-<i>.npy`. Prompts: `<group>/<index>.png`.
     """
-    from ..pipelines.adapters.base import Adapter
 
     adapter = adapter or Adapter
     suite = suite.for_family(adapter)

@@ -8,6 +8,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
 from ..version import __version__
 
 # Licenses of the Stable Diffusion families, for bases whose directory has no model card (a converted
@@ -22,7 +24,6 @@ METRIC_NAMES = {"UA": "unlearning accuracy", "RA": "retain accuracy", "FD": "FrÃ
 
 def base_license(base_dir: str | os.PathLike | None, base_pipe=None) -> tuple[str, str]:
     """The base's license and where it was read: its own model card, else its architecture, else "other"."""
-    from huggingface_hub import ModelCard
 
     readme = Path(base_dir) / "README.md" if base_dir else None
     if readme is not None and readme.is_file():
@@ -55,7 +56,6 @@ def _is_hub_id(name: str) -> bool:
 
 def eval_results(record: dict[str, Any]) -> list:
     """The erased model's metrics as model-index results."""
-    from huggingface_hub import EvalResult
 
     after = record.get("metrics", {}).get("after") or {}
     concept = record["concept"].get("name", "concept")
@@ -105,7 +105,6 @@ def _body(record: dict[str, Any], license_: str, source: str, grid: str | None) 
 
 def model_card(record: dict[str, Any], base_dir=None, grid: str | None = None, base_pipe=None) -> str:
     """The card's text: metadata (license, base model, tags, model-index results) and a body."""
-    from huggingface_hub import ModelCard, ModelCardData
 
     license_, source = base_license(base_dir, base_pipe)
     base = str(record["base_model"])

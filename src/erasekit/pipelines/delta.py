@@ -15,12 +15,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..errors import ConfigError
-from ..io import atomic_file, fingerprint_state_dict, read_safetensors
+from ..io import atomic_dir, atomic_file, check_output_free, fingerprint_state_dict, read_safetensors
 from ..version import __version__
+from .adapters import adapter_for
 from .inference import DTYPES
+from .layout import Source, content_fingerprint, copy_frozen, only_variant, stored_state, write_denoiser
+from .loading import load_pipeline, source_of
 
 DELTA_FORMAT = "erasekit-delta-v1"
 DELTA_FILE = "erasure_delta.safetensors"
@@ -120,7 +124,6 @@ def apply_delta(unet, path: str | os.PathLike) -> dict[str, str]:
 
 def _recorded(path: str | os.PathLike, key: str) -> str | None:
     """A metadata entry of the delta (the base's variant, its content fingerprint), if it has one."""
-    from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -137,10 +140,6 @@ def apply_delta_to_pipeline(base: str | os.PathLike, delta: str | os.PathLike, o
     pipeline to OUT with the base's layout: the other parts copied file for file, the denoiser in every
     file set the base has. A base directory whose files differ from the recorded content fingerprint
     is refused."""
-    from ..io import atomic_dir, check_output_free
-    from .adapters import adapter_for
-    from .layout import Source, content_fingerprint, copy_frozen, only_variant, stored_state, write_denoiser
-    from .loading import load_pipeline, source_of
 
     check_output_free(out, overwrite)
     variant = variant or _recorded(delta, "variant")

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
 
 IMAGE_SIZE = 16
 NUM_DIGITS = 10
@@ -47,8 +49,6 @@ class DigitsSplit:
 
 def load_digits_16(split_seed: int = SPLIT_SEED) -> DigitsSplit:
     """scikit-learn's 1,797 digits, bilinearly upsampled from 8x8 to 16x16, with a fixed stratified split."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
 
     data = load_digits()
     images = torch.from_numpy(data.images.astype(np.float32) / 16.0).unsqueeze(1)

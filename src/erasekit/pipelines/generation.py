@@ -18,8 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ..errors import ConfigError
+from .adapters import adapter_for
 
 MANIFEST = "manifest.jsonl"
 
@@ -92,7 +94,6 @@ def load_image(path: Path):
     """What `save_image` wrote: a float tensor for `.npy`, an RGB PIL image otherwise."""
     if path.suffix == ".npy":
         return torch.from_numpy(np.load(path, allow_pickle=False))
-    from PIL import Image
 
     with Image.open(path) as image:
         return image.convert("RGB")
@@ -119,7 +120,6 @@ def generate_records(pipe, records: Sequence[GenerationRecord], batch_size: int,
     With `world` processes, process `rank` takes every world-th batch. Images never pass a safety
     checker (see `Adapter.generate`); `dtype` autocasts float32 weights.
     """
-    from .adapters import adapter_for
 
     adapter = adapter_for(pipe)
     for index, batch in enumerate(plan_batches(records, batch_size)):

@@ -6,6 +6,8 @@ import fnmatch
 import os
 from pathlib import Path
 
+from huggingface_hub import HfApi, get_token
+
 from ..errors import ConfigError, ErasekitError
 
 REQUIRED_FILES = ("README.md", "erasure.json", "model_index.json")
@@ -38,7 +40,6 @@ def staged_files(out_dir: str | os.PathLike, include_mask: bool = False) -> list
 def push_to_hub(out_dir: str | os.PathLike, repo_id: str, private: bool = False, token: str | None = None,
                 include_mask: bool = False) -> str:
     """Create `repo_id` if needed and upload the staged files; returns the commit URL."""
-    from huggingface_hub import HfApi, get_token
 
     files = staged_files(out_dir, include_mask)
     token = token or get_token()

@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from diffusers.utils import deprecation_utils
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from ..errors import ModelLoadError
 
@@ -46,7 +49,6 @@ def dtype_argument(dtype: torch.dtype | None) -> dict:
     """diffusers' keyword for the load dtype: `dtype` since it deprecated `torch_dtype`."""
     if dtype is None:
         return {}
-    from diffusers.utils import deprecation_utils
 
     return {"dtype": dtype} if hasattr(deprecation_utils, "_resolve_dtype") else {"torch_dtype": dtype}
 
@@ -174,8 +176,6 @@ def copy_frozen(source: str | os.PathLike, out: str | os.PathLike, changed: str)
 
 
 def _read_tensors(file: Path) -> tuple[dict[str, torch.Tensor], dict[str, str] | None]:
-    from safetensors import safe_open
-
     with safe_open(str(file), framework="pt") as f:
         return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
 
@@ -195,7 +195,6 @@ def write_denoiser(source: Source, out: str | os.PathLike, name: str, erased: di
     Returns False, writing nothing, when the stored names are not the module's (a checkpoint in a legacy
     format that diffusers converts on loading): the caller then saves with `save_pretrained`.
     """
-    from safetensors.torch import save_file
 
     folder, target = Path(source.path) / name, Path(out) / name
     loaded = weight_files(folder, source.variant)

@@ -10,8 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import DiffusionPipeline
+from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 from diffusers.utils import logging as diffusers_logging
+from huggingface_hub import hf_hub_download
+from safetensors import safe_open
+from transformers.utils import logging as transformers_logging
 
 from ..errors import ModelLoadError
 from . import layout
@@ -63,7 +66,6 @@ def _pipeline_class_name(path_or_id: str, revision: str | None) -> str:
                              f"checkpoint, a diffusers pipeline directory or a Hub id")
     if not _HUB_ID.match(path_or_id):
         raise ModelLoadError(f"model path '{path_or_id}' does not exist; check the path")
-    from huggingface_hub import hf_hub_download
 
     try:
         index = hf_hub_download(path_or_id, "model_index.json", revision=revision)
@@ -82,7 +84,6 @@ def _is_sdxl_checkpoint(path: str) -> bool:
     """SDXL checkpoints carry a second text encoder under `conditioner.embedders.1`."""
     if not path.endswith(".safetensors"):
         return False
-    from safetensors import safe_open
 
     with safe_open(path, framework="pt") as f:
         return any(key.startswith("conditioner.embedders.1") for key in f.keys())
@@ -90,7 +91,6 @@ def _is_sdxl_checkpoint(path: str) -> bool:
 
 def _load_single_file(path: str, torch_dtype=None, **kwargs: Any) -> DiffusionPipeline:
     """An original-format SD 1.x/2.x or SDXL checkpoint, through diffusers' `from_single_file`."""
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     try:
         cls = StableDiffusionXLPipeline if _is_sdxl_checkpoint(path) else StableDiffusionPipeline
@@ -170,20 +170,24 @@ def load_pipeline(
             raise ModelLoadError(f"'{path_or_id}' has pickle-based weights ({pickled}) and no safetensors file "
                                  f"beside them; {PICKLE_HINT}")
     layout.check_weight_files(path, variant)
-    from transformers.utils import logging as transformers_logging
+    pipe = _from_pretrained(pipeline_cls, path, path_or_id, {**options, **kwargs})
+    pipe._erasekit_source = layout.Source(path, variant)  # where the files are, for copying the frozen parts
+    return pipe
 
-    # Keep stderr for errors: loading a pipeline is quick, and its bars would bury a one-line message.
+
+def _from_pretrained(pipeline_cls, path: str, path_or_id, options: dict) -> DiffusionPipeline:
+    """`from_pretrained` without loading bars (loading is quick, and bars would bury a one-line error) and
+    without a denoising bar (erasekit's callers show their own progress)."""
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
     try:
-        pipe = pipeline_cls.from_pretrained(path, **options, **kwargs)
+        pipe = pipeline_cls.from_pretrained(path, **options)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"could not load pipeline from '{path_or_id}': {exc}") from None
     finally:
         diffusers_logging.enable_progress_bar()
         transformers_logging.enable_progress_bar()
     pipe.set_progress_bar_config(disable=True)
-    pipe._erasekit_source = layout.Source(path, variant)  # where the files are, for copying the frozen parts
     return pipe
 
 

@@ -9,6 +9,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from transformers import CLIPTokenizer, T5Tokenizer
+
 NUM_MERGES = 49152 - 256 - 2  # CLIP's vocabulary: 256 bytes x2 (+ "</w>"), merges, then 2 specials
 START, END = "<|startoftext|>", "<|endoftext|>"
 
@@ -60,7 +62,6 @@ def build_clip_tokenizer(max_length: int = 77, pad_token: str = END):
 
     SD 1.x pads with "<|endoftext|>"; the OpenCLIP tokenizers of SD 2.x and SDXL's second encoder pad with "!".
     """
-    from transformers import CLIPTokenizer
 
     # from_pretrained on a vocab.json + merges.txt directory works across transformers 4 and 5.
     return CLIPTokenizer.from_pretrained(_tokenizer_dir(), model_max_length=max_length, bos_token=START,
@@ -83,6 +84,5 @@ def build_t5_tokenizer(size: int = 4000, max_length: int = 512):
     """A `transformers.T5Tokenizer` (unigram, "</s>"-terminated, "<pad>" = 0, 100 sentinel ids), built
     offline from the CLIP vocabulary: T5's own SentencePiece model does not ship in any package here.
     Ids differ from a real T5 tokenizer's; the structure, specials and padding behave the same."""
-    from transformers import T5Tokenizer
 
     return T5Tokenizer(vocab=list(_t5_pieces(size)), extra_ids=100, model_max_length=max_length)

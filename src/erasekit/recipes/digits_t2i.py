@@ -18,9 +18,22 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    DDPMScheduler,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
+from transformers import CLIPTextConfig, CLIPTextModel
 
 from ..config import check
+from ..erase.methods import FinetuneConfig, FinetuneMethod
+from ..erase.tasks import ConditionTask
+from ..erase.trainer import EraseTrainer, TrainConfig
+from ..eval.classifier import classify, load_classifier
 from ..io import atomic_dir
+from ..pipelines.adapters import adapter_for
 from ..pipelines.digits import (
     NUMBER_WORDS,
     TRAIN_TEMPLATES,
@@ -28,6 +41,7 @@ from ..pipelines.digits import (
     load_digits_16,
 )
 from ..pipelines.loading import BUNDLED_DIR
+from ..pipelines.tokenizer import build_clip_tokenizer
 from ..version import __version__
 
 logger = logging.getLogger(__name__)
@@ -74,10 +88,7 @@ def build_components(seed: int = 0) -> dict:
     The text encoder is 32 wide: its 49,408-token embedding table (the real CLIP vocabulary) is most
     of its 1.6M parameters, and a wider one would only make the bundled files larger.
     """
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
 
-    from ..pipelines.tokenizer import build_clip_tokenizer
 
     torch.manual_seed(seed)
     vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32),
@@ -124,11 +135,6 @@ def train_vae(vae, images: torch.Tensor, steps: int, seed: int, kl_weight: float
 
 
 def _text_task(components, images, labels, scheduler):
-    from diffusers import StableDiffusionPipeline
-
-    from ..erase.tasks import ConditionTask
-    from ..pipelines.adapters import adapter_for
-
     prompts = [""] + [p for d in range(10) for p in digit_prompts(d)]
     index = {p: i for i, p in enumerate(prompts)}
     tok, enc = components["tokenizer"], components["text_encoder"]
@@ -148,11 +154,7 @@ def _text_task(components, images, labels, scheduler):
 
 def train_digits_t2i(config: DigitsT2IConfig) -> dict:
     """Train the VAE, then the UNet (checkpoint chosen by the judge on generated samples); save."""
-    from diffusers import DDPMScheduler, StableDiffusionPipeline
 
-    from ..erase.methods import FinetuneConfig, FinetuneMethod
-    from ..erase.trainer import EraseTrainer, TrainConfig
-    from ..eval.classifier import classify, load_classifier
 
     started = time.time()
     data = load_digits_16()

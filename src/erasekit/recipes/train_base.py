@@ -133,6 +133,32 @@ def base_outputs(config: DigitsBaseConfig) -> tuple[str, ...]:
     return ("digits-cfg-mnemonic",) if config.t_mix else ("digits-cfg", "digits-classifier")
 
 
+class StepSelector:
+    """A trainer callback that scores the EMA weights every `select_every` steps (and at the last) by the
+    judge's accuracy on their samples, less noise, and keeps the best."""
+
+    def __init__(self, config: DigitsBaseConfig, classifier, sampler, train_images):
+        self.config, self.classifier, self.sampler, self.train_images = config, classifier, sampler, train_images
+        self.sampling = Sampling(samples_per_class=config.select_samples_per_class, eval_seed=10_000,
+                                 num_inference_steps=50, guidance_scale=3.0, eval_batch_size=250)
+        self.history: list[dict] = []
+        self.best: dict = {"score": None, "state": None}
+
+    def __call__(self, trainer: EraseTrainer, step: int, logs: dict) -> None:
+        if step % self.config.select_every and step != self.config.max_steps:
+            return
+        candidate = copy.deepcopy(trainer.accelerator.unwrap_model(trainer.denoiser))
+        trainer.ema.copy_to(list(candidate.parameters()))
+        candidate.eval()
+        score = {"step": step, "loss": logs["loss"], **_score(candidate, self.sampler, self.classifier,
+                                                             self.sampling, self.train_images)}
+        self.history.append(score)
+        logger.info(f"step {step}: generated accuracy {score['accuracy']:.3f}, noisy {score['noisy_rate']:.3f}")
+        key = (score["accuracy"], -score["noisy_rate"])
+        if self.best["score"] is None or key > self.best["score"]:
+            self.best.update(score=key, state={k: v.clone() for k, v in candidate.state_dict().items()}, step=step)
+
+
 def train_digits_base(config: DigitsBaseConfig) -> dict:
     """Train and write `digits-classifier/` and `digits-cfg/` under `config.output_dir`; with `t_mix`, only
     `digits-cfg-mnemonic/` (its UNet trained with mnemonic codes, scored by the bundled judge)."""
@@ -149,30 +175,14 @@ def train_digits_base(config: DigitsBaseConfig) -> dict:
     logger.info(f"classifier test accuracy: {classifier_acc:.4f} on {len(data.test_labels)} held-out digits")
 
     recorder = TrainingLosses(len(data.train_labels))
-    history, best = [], {"score": None, "state": None}
-    eval_config = Sampling(samples_per_class=config.select_samples_per_class, eval_seed=10_000, num_inference_steps=50,
-                           guidance_scale=3.0, eval_batch_size=250)
     sampler = build_digits_schedulers()[1]
-
-    def select(trainer: EraseTrainer, step: int, logs: dict) -> None:
-        if step % config.select_every and step != config.max_steps:
-            return
-        candidate = copy.deepcopy(trainer.accelerator.unwrap_model(trainer.denoiser))
-        trainer.ema.copy_to(list(candidate.parameters()))
-        candidate.eval()
-        score = {"step": step, "loss": logs["loss"], **_score(candidate, sampler, classifier, eval_config,
-                                                             data.train_images)}
-        history.append(score)
-        logger.info(f"step {step}: generated accuracy {score['accuracy']:.3f}, noisy {score['noisy_rate']:.3f}")
-        key = (score["accuracy"], -score["noisy_rate"])
-        if best["score"] is None or key > best["score"]:
-            best.update(score=key, state={k: v.clone() for k, v in candidate.state_dict().items()}, step=step)
-
+    select = StepSelector(config, classifier, sampler, data.train_images)
     codes = None
     if config.t_mix:
         codes = Mnemonic(None, config.code_seed, config.codes_per_class, float(config.t_mix))
     unet, train_config = train_digits_unet(data.train_images, data.train_labels, config.seed, config.max_steps,
                                            [select], recorder, codes)
+    history, best = select.history, select.best
     unet.load_state_dict(best["state"])
     flag = unflag(unet)
     command = REPRODUCE if not config.t_mix else (

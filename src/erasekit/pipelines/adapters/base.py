@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from diffusers import DDPMScheduler
 
 from ..inference import autocast, decode_latents, encode_images
 
@@ -102,8 +103,6 @@ class Adapter:
 
     # -- noise -------------------------------------------------------------------------------------
     def training_scheduler(self):
-        from diffusers import DDPMScheduler
-
         return DDPMScheduler.from_config(self.pipe.scheduler.config)
 
     def noise_and_target(self, scheduler, x0: torch.Tensor, generator: torch.Generator,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
 
 from .base import Adapter, NoisyBatch
 
@@ -25,8 +26,6 @@ class FlowMatchingAdapter(Adapter):
     scopes = TRANSFORMER_SCOPES
 
     def training_scheduler(self):
-        from diffusers import FlowMatchEulerDiscreteScheduler
-
         return FlowMatchEulerDiscreteScheduler.from_config(self.pipe.scheduler.config)
 
     def pure_noise(self, scheduler, n: int, shape, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
