@@ -16,7 +16,7 @@ FORBIDDEN = {
     "erase": {"eval", *TOP},
     "eval": {"erase", *TOP},
 }
-GROUND = ("version.py", "errors.py", "config.py", "io.py")
+GROUND = ("version.py", "errors.py", "config.py", "io.py", "progress.py")
 
 
 def _modules(layer: str) -> list[Path]:

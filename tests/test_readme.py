@@ -1,4 +1,5 @@
-"""Every command shown in README.md runs, in README order, as a user would type it.
+"""Every command shown in README.md and docs/ runs, in reading order, as a user would type it; so does
+every Python block.
 
 Commands run from a fresh working directory that holds `configs/`. Only model paths (Hub ids become
 local replicas of the same checkpoints) and sizes (steps, images, samples) are added; a later flag
@@ -10,15 +11,21 @@ import re
 import shlex
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
 from erasekit.cli import main
 from erasekit.erase import membership
+from erasekit.erase.methods import METHODS, get_method
+from erasekit.recipe import ROLES
 from replicas import build_replica
 
 ROOT = Path(__file__).parents[1]
+# Reading order: a later page's commands use the outputs of earlier ones (the SD eval, the erased SD model).
+PAGES = ["README.md", "docs/text-to-image.md", "docs/methods.md", "docs/memorization.md", "docs/evaluation.md",
+         "docs/shipping.md", "docs/bundled-models.md", "docs/architecture.md", "docs/troubleshooting.md"]
 HUB_IDS = {"CompVis/stable-diffusion-v1-4": "sd14", "stabilityai/stable-diffusion-xl-base-1.0": "sdxl"}
 RECIPE_REPLICA = {"sd-nudity.yaml": "sd14", "sd-object.yaml": "sd15", "sd21-nudity.yaml": "sd21",
                   "sdxl-nudity.yaml": "sdxl", "sd3-nudity.yaml": "sd3", "flux-nudity.yaml": "flux"}
@@ -36,9 +43,18 @@ NOT_RUN_HERE = {"make test"}
 ACCELERATE_PRESETS = ("single-gpu.yaml", "bf16.yaml", "multi-gpu.yaml")  # every file in configs/accelerate
 
 
+def test_every_page_of_the_docs_is_followed():
+    assert set(PAGES) == {"README.md", *(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))}
+
+
+def _blocks(language: str) -> list[str]:
+    return [block for page in PAGES
+            for block in re.findall(rf"```{language}\n(.*?)```", (ROOT / page).read_text(), flags=re.S)]
+
+
 def readme_commands() -> list[str]:
-    """Shell commands of the README's bash blocks, comments dropped."""
-    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    """Shell commands of the bash blocks of the README and docs/, comments dropped."""
+    blocks = _blocks("bash")
     commands = []
     for block in blocks:
         for line in block.splitlines():
@@ -60,13 +76,24 @@ def added_flags(tokens: list[str], replicas) -> list[str]:
     if command == "erase" and config in RECIPE_REPLICA:
         return ["--pretrained-model-name-or-path", str(replicas(RECIPE_REPLICA[config])), *SD_SIZES]
     if command == "erase":
-        return SIZES[config] + (["--refine-draws", "2"] if "--refine" in tokens else [])
+        return _for_method(SIZES[config] + (["--refine-draws", "2"] if "--refine" in tokens else []), tokens)
     if command == "eval" and "--suite" in tokens and "digits.yaml" not in tokens[tokens.index("--suite") + 1]:
         return ["--num-inference-steps", "2", "--resolution", "32"] if "nudity" in " ".join(tokens) else ["--num-inference-steps", "2"]
     if command in ("eval", "grid"):
         return ["--samples-per-class", "2", "--num-inference-steps", "3", "--columns", "2"][: 4 if command == "eval"
                                                                                              else 6]
     return []
+
+
+def _for_method(flags: list[str], tokens: list[str]) -> list[str]:
+    """The size flags the command's method takes (`--saliency-passes` is SalUn's, not ESD's)."""
+    if "--method" not in tokens:
+        return flags
+    own = {f.name for cls in (*ROLES.values(), get_method(tokens[tokens.index("--method") + 1]).config)
+           for f in fields(cls)}
+    others = {f.name for spec in METHODS.values() for f in fields(spec.config)} - own
+    pairs = [flags[i:i + 2] for i in range(0, len(flags), 2)]
+    return [t for key, value in pairs if key[2:].replace("-", "_") not in others for t in (key, value)]
 
 
 def _with_replicas(tokens: list[str], replicas) -> list[str]:
@@ -136,10 +163,6 @@ def run_accelerate(tokens, replicas, cwd) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-def python_block() -> str:
-    return re.search(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S).group(1)
-
-
 @pytest.mark.slow  # about 4 minutes on 2 cores: `make test-all` runs it
 def test_every_readme_command_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
@@ -181,7 +204,9 @@ def test_every_readme_command_runs(tmp_path, monkeypatch, capsys):
         assert len(record["concept"]["forget_index"]) == 144 and "mia_auc" in record["metrics"]["after"]
 
 
-def test_readme_python_quickstart_runs(tmp_path, monkeypatch):
+@pytest.fixture
+def small_erase(tmp_path, monkeypatch):
+    """`erasekit.erase` and `evaluate` at test sizes, in a working directory that holds `configs/`."""
     import erasekit
 
     monkeypatch.chdir(tmp_path)
@@ -191,6 +216,25 @@ def test_readme_python_quickstart_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(erasekit, "erase", lambda *a, **k: erase(*a, **{**k, **sizes}))
     monkeypatch.setattr(erasekit, "evaluate", lambda *a, **k: evaluate(*a, **{**k, "samples_per_class": 2,
                                                                                "num_inference_steps": 3}))
+    registered = dict(METHODS)
+    yield
+    METHODS.clear()
+    METHODS.update(registered)  # a page's example method is not left registered
+
+
+def test_readme_python_quickstart_runs(small_erase):
     namespace: dict = {}
-    exec(compile(python_block(), "README.md", "exec"), namespace)  # noqa: S102 - the README's own code
+    exec(compile(_blocks("python")[0], "README.md", "exec"), namespace)  # noqa: S102 - the README's own code
     assert len(namespace["images"]) == 3 and namespace["report"].after["UA"] is not None
+
+
+def test_every_python_block_of_the_docs_runs(small_erase):
+    blocks = _blocks("python")[1:]
+    assert len(blocks) >= 2  # the config objects (methods.md) and a new method (architecture.md)
+    for block in blocks:
+        namespace: dict = {}
+        exec(compile(block, "docs", "exec"), namespace)  # noqa: S102 - the docs' own code
+        assert 0 <= namespace["result"].metrics["after"]["UA"] <= 1
+    record = json.loads(Path("outputs/no-three-to-null/erasure.json").read_text())
+    assert record["method"] == "to-null" and record["config"]["method"]["pull"] == 2.0
+    assert record["method_description"] == "Forget predictions pulled to the unconditional prediction (an example)."

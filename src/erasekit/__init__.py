@@ -4,6 +4,7 @@ from .api import EraseResult, erase
 from .erase.class_data import ClassDataConfig
 from .erase.methods import (
     ESDConfig,
+    FinetuneConfig,
     GAConfig,
     OneShotConfig,
     RetrainConfig,
@@ -25,7 +26,7 @@ from .version import __version__
 
 __all__ = [
     "ClassDataConfig", "ConfigError", "ESDConfig", "EraseConfig", "EraseResult", "ErasekitError", "EvalSuite",
-    "GAConfig", "OneShotConfig", "RLConfig", "RefineConfig", "RetrainConfig", "SalUnConfig", "Sampling",
+    "FinetuneConfig", "GAConfig", "OneShotConfig", "RLConfig", "RefineConfig", "RetrainConfig", "SalUnConfig", "Sampling",
     "TextConceptConfig", "TrainConfig", "UCEConfig", "__version__", "bundled_path", "compute_saliency_mask", "erase",
     "evaluate", "load_pipeline", "register_method",
 ]

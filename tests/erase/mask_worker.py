@@ -1,6 +1,7 @@
 """Compute a SalUn mask for a tiny SD UNet and save it; run directly or under `accelerate launch`."""
 
 import sys
+from pathlib import Path
 
 import torch
 from accelerate import Accelerator
@@ -11,7 +12,9 @@ from erasekit.erase.methods import SalUnConfig, SalUnMethod
 from erasekit.erase.tasks import ConditionTask
 from erasekit.pipelines.adapters import adapter_for
 from erasekit.stages import shard_of
-from tiny import tiny_sd_pipeline
+
+sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/, for the fixtures
+from tiny import tiny_sd_pipeline  # noqa: E402
 
 
 def main(out: str) -> None:

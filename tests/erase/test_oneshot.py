@@ -8,9 +8,8 @@ import pytest
 import torch
 
 import erasekit
-from erasekit.erase.methods import oneshot
 from erasekit.erase.fisher import FisherSettings, fisher_scores
-from erasekit.erase.methods import SalUnConfig, SalUnMethod
+from erasekit.erase.methods import SalUnConfig, SalUnMethod, oneshot
 from erasekit.erase.methods.oneshot import OneShotConfig, OneShotMethod, ddim_sample, diffusion_classify
 from erasekit.erase.saliency import select_top_ratio
 from erasekit.erase.tasks import ClassConditionalTask

@@ -68,3 +68,24 @@ def test_digits_erase_gives_the_recorded_hashes(method, tmp_path):
         pytest.skip(f"hashes were recorded on {record.get('machine')}, this is {machine()}: float results differ")
     assert record["runs"][method]["overrides"] == {**overrides, **SAMPLING}
     assert found == record["runs"][method]["hashes"]
+
+
+def test_config_objects_give_the_weights_of_the_equivalent_recipe(tmp_path):
+    """`erasekit.erase(SalUnConfig(...), run=..., train=..., data=..., eval=...)` spells out the salun run's
+    recipe and overrides as objects; both routes write bitwise the same mask, weights, delta and report."""
+    recipe, overrides = RUNS["salun"]
+    erasekit.erase(ROOT / recipe, output_dir=str(tmp_path / "yaml"), **overrides, **SAMPLING)
+    erasekit.erase(
+        erasekit.SalUnConfig(ratio=0.5, scope="all", saliency_guidance=2.0, saliency_batch_size=64, saliency_passes=1,
+                             remap="farthest", retain_target="teacher", alpha=10.0, batch_size=64, label_dropout=0.1),
+        run=erasekit.EraseConfig(pretrained_model_name_or_path="bundled:digits-cfg", output_dir=str(tmp_path / "objects")),
+        train=erasekit.TrainConfig(seed=7, learning_rate=1e-4, max_steps=4, ema_decay=0.99, mixed_precision="no",
+                                   max_grad_norm=1.0),
+        data=erasekit.ClassDataConfig(forget=[8]),
+        eval=erasekit.Sampling(samples_per_class=4, num_inference_steps=5, guidance_scale=3.0, eval_seed=1234),
+    )
+    yaml_run, object_run = hashes(tmp_path / "yaml"), hashes(tmp_path / "objects")
+    assert set(yaml_run) == {"unet", "delta", "report_metrics", "mask"}
+    assert object_run == yaml_run
+    record = json.loads((tmp_path / "objects" / "erasure.json").read_text())
+    assert record["method"] == "salun" and record["config"]["train"]["max_steps"] == 4

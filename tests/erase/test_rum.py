@@ -2,7 +2,6 @@
 union of the stage masks, per-subset metrics, and `erasekit erase --refine rum` end to end."""
 
 import json
-from dataclasses import dataclass
 
 import pytest
 import torch
@@ -10,8 +9,10 @@ from safetensors.torch import load_file
 
 from erasekit.cli import main
 from erasekit.erase.memorization import PROXIES, TRAINING_LOSSES, TrainingLosses, cfg_gain, partition
-from erasekit.erase.rum import refine, union_mask
+from erasekit.erase.registry import SINGLE
+from erasekit.erase.rum import RefineConfig, refine, union_mask
 from erasekit.erase.saliency import SaliencyMask
+from erasekit.erase.trainer import TrainConfig
 from erasekit.errors import ConfigError
 from erasekit.recipe import resolve_configs
 
@@ -38,31 +39,6 @@ class Recorder:
         return loss, {"loss": loss.item()}
 
 
-@dataclass
-class Run:
-    seed: int = 0
-    max_steps: int = 2
-    refine_proxy: str = "cfg_gain"
-    pretrained_model_name_or_path: str = "unused"
-    refine_draws: int = 2
-    refine_steps: list | None = None
-    refine_retain: str = "progressive"
-    learning_rate: float = 1e-4
-    gradient_accumulation_steps: int = 1
-    mixed_precision: str = "no"
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    lr_scheduler: str = "constant"
-    lr_warmup_steps: int = 0
-    ema_decay: float = 0.0
-    checkpointing_steps: int = 0
-    checkpoints_total_limit: int | None = None
-    resume_from_checkpoint: str | None = None
-    skip_nonfinite: int = 0
-    log_every: int = 1
-    report_to: str | None = None
-
-
 def _rows(x: torch.Tensor) -> set:
     return {tuple(r.flatten().tolist()) for r in x}
 
@@ -76,8 +52,8 @@ def test_stages_unlearn_the_subsets_in_order_with_their_retain_sets(tiny_pipe, t
                                                                      proxy):
     from erasekit.erase.trainer import make_accelerator
 
-    run = Run(refine_retain=retain, refine_steps=steps, refine_proxy=proxy,
-              pretrained_model_name_or_path=str(tmp_path))
+    run = RefineConfig(refine="rum", refine_retain=retain, refine_steps=steps, refine_proxy=proxy, refine_draws=2)
+    train = TrainConfig(seed=0, max_steps=2, lr_scheduler="constant", log_every=1)
     forget_x, retain_x = tiny_task.forget_x.clone(), tiny_task.retain_x.clone()
     if proxy == "training_loss":  # a record of the base's running losses, beside its weights
         losses = torch.rand(tiny_task.data_count, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
@@ -86,12 +62,12 @@ def test_stages_unlearn_the_subsets_in_order_with_their_retain_sets(tiny_pipe, t
         recorder.save(tmp_path / TRAINING_LOSSES, {})
         scores = losses[tiny_task.forget_index]
     else:
-        scores = PROXIES[proxy](tiny_pipe.unet, tiny_task, forget_x, tiny_task.forget_c, run.seed, run.refine_draws)
-    gains = cfg_gain(tiny_pipe.unet, tiny_task, forget_x, tiny_task.forget_c, run.seed, run.refine_draws)
+        scores = PROXIES[proxy](tiny_pipe.unet, tiny_task, forget_x, tiny_task.forget_c, train.seed, run.refine_draws)
+    gains = cfg_gain(tiny_pipe.unet, tiny_task, forget_x, tiny_task.forget_c, train.seed, run.refine_draws)
     parts = partition(scores)
     Recorder.seen = []
-    _, _, record = refine(tiny_pipe.unet, Recorder, tiny_task, run, tmp_path, make_accelerator(run, tmp_path),
-                          None, None)
+    _, _, record = refine(tiny_pipe.unet, Recorder, tiny_task, run, train, str(tmp_path), tmp_path,
+                          make_accelerator(train, tmp_path), SINGLE, None)
     order = [p for p, n in zip(("low", "medium", "high"), steps or [2, 2, 2]) if n]
     assert [s["subset"] for s in record["stages"]] == order and len(Recorder.seen) == len(order)
     done = []

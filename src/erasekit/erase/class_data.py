@@ -53,4 +53,4 @@ def load_class_data(data: str, samples_per_class: int, seed: int, pipe) -> tuple
             raise ConfigError("'data' is 'digits', which needs a 10-class 16x16 model; use data: generated")
         return split.train_images, split.train_labels
     return generate_class_samples(pipe, range(adapter.num_classes), samples_per_class, seed + 1_000_000,
-                                  GENERATED_STEPS, GENERATED_GUIDANCE, GENERATED_BATCH)
+                                  GENERATED_STEPS, GENERATED_GUIDANCE, GENERATED_BATCH, desc="generate class data")

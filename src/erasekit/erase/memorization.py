@@ -35,6 +35,7 @@ from ..io import check_output_free, portable, write_json
 from ..pipelines.adapters import adapter_for
 from ..pipelines.digits import load_digits_16
 from ..pipelines.loading import load_any_pipeline, resolve_model_path
+from ..progress import Progress
 from ..version import __version__
 from .class_data import load_class_data
 from .fisher import stratified_levels
@@ -94,6 +95,7 @@ def branch_statistics(denoiser: torch.nn.Module, task, x: torch.Tensor, c: torch
     ids = torch.arange(len(x)) if ids is None else torch.as_tensor(ids)
     out: dict[str, list[torch.Tensor]] = {"conditional": []} if conditional_only else {
         "conditional": [], "unconditional": [], "difference": []}
+    progress = Progress(len(x), "score samples", unit="sample")
     for start in range(0, len(x), batch_size):
         xs, cs = x[start:start + batch_size], c[start:start + batch_size].to(device)
         z, t, target = noisy_draws(task, xs, draws, seed, device, ids[start:start + batch_size].tolist())
@@ -108,6 +110,8 @@ def branch_statistics(denoiser: torch.nn.Module, task, x: torch.Tensor, c: torch
             values = {"conditional": with_c - target, "unconditional": without - target, "difference": with_c - without}
         for key, value in values.items():
             out[key].append(value.pow(2).flatten(1).mean(1).view(len(xs), draws).double().mean(1).cpu())
+        progress.update(len(xs))
+    progress.close()
     return {k: torch.cat(v) if v else torch.empty(0, dtype=torch.float64) for k, v in out.items()}
 
 
@@ -200,7 +204,7 @@ def prompt_magnitude(denoiser: torch.nn.Module, adapter, scheduler, conditions: 
     shape = shape or adapter.sample_shape()
     rows = [k for k in range(len(next(iter(conditions.values())))) if k != null]
     out = []
-    for k in rows:
+    for k in Progress.wrap(rows, "score prompts", unit="prompt"):
         z, t = adapter.pure_noise(scheduler, draws, shape, torch.Generator().manual_seed(seed + k))
         ids = torch.cat([torch.full((draws,), k), torch.full((draws,), null)])
         cond = {name: value[ids].to(device) for name, value in conditions.items()}

@@ -11,6 +11,7 @@ import torch
 
 from ..errors import ConfigError
 from ..pipelines.adapters.base import UNET_SCOPES
+from ..progress import Progress
 
 SCOPES = UNET_SCOPES  # the default presets; each model adapter has its own
 _DIGIT_BITS = 16
@@ -32,7 +33,8 @@ def parameters_in_scope(module: torch.nn.Module, scope: str,
     pattern = scope_pattern(scope, presets)
     params = {n: p for n, p in module.named_parameters() if pattern.search(n)}
     if not params:
-        raise ConfigError(f"'scope' {scope!r} matches no parameter of this model; choose another scope or regex")
+        raise ConfigError(f"'scope' {scope!r} matches no parameter of this {type(module).__name__}; choose another "
+                          f"preset ({', '.join(presets)}) or a regex")
     return params
 
 
@@ -58,7 +60,8 @@ def for_each_gradient(module: torch.nn.Module, params: Mapping[str, torch.nn.Par
     for p in params.values():
         p.grad = None
     count = 0
-    with only_grad_for(module, params):
+    total = len(items) if hasattr(items, "__len__") else None
+    with only_grad_for(module, params), Progress(total, "gradients", unit="batch") as progress:
         for item in items:
             loss_fn(item).backward()
             count += 1
@@ -66,6 +69,7 @@ def for_each_gradient(module: torch.nn.Module, params: Mapping[str, torch.nn.Par
                 if p.grad is not None:
                     add(name, p.grad)
                     p.grad = None
+            progress.update(1)
     return count
 
 

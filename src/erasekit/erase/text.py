@@ -108,7 +108,7 @@ def generated_images(pipe, prompts, folder: Path, concept: TextConceptConfig, se
     ]
     pipe.set_progress_bar_config(disable=True)
     done = generate_to_folder(pipe, records, folder, concept.generation_batch_size, resolution, resolution,
-                              dtype=dtype)
+                              dtype=dtype, desc=f"generate training images ({folder.name})")
     return [(folder / r["path"], r["prompt"]) for r in done]
 
 

@@ -20,11 +20,11 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
-from tqdm.auto import tqdm
 
 from ..config import check
 from ..errors import ConfigError, NonFiniteError
 from ..io import discard_dir, write_text
+from ..progress import Progress
 from .optim import MaskedAdamW
 from .tasks import Sampler
 
@@ -238,24 +238,21 @@ class EraseTrainer:
                 self._truncate_log()
 
         last: dict[str, Any] = {}
-        bar = tqdm(total=cfg.max_steps, initial=self.state.step, disable=not acc.is_local_main_process,
-                   desc="erase", dynamic_ncols=True)
-        denoiser.train()
-        while self.state.step < cfg.max_steps:
-            logs = self._optimizer_step(denoiser, optimizer, lr_scheduler, masked)
-            self.state.step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{logs['loss']:.4f}" if "loss" in logs else "skipped")
-            if self.ema is not None:
-                self.ema.step([p for p, _ in masked.values()])
-            last = {"step": self.state.step, "lr": lr_scheduler.get_last_lr()[0], **logs}
-            if self.state.step % cfg.log_every == 0 or self.state.step == cfg.max_steps:
-                self._log(last)
-            if cfg.checkpointing_steps and self.state.step % cfg.checkpointing_steps == 0:
-                self._save_checkpoint()
-            for callback in self.callbacks:
-                callback(self, self.state.step, last)
-        bar.close()
+        with Progress(cfg.max_steps, "train", initial=self.state.step, enabled=acc.is_main_process) as bar:
+            denoiser.train()
+            while self.state.step < cfg.max_steps:
+                logs = self._optimizer_step(denoiser, optimizer, lr_scheduler, masked)
+                self.state.step += 1
+                bar.update(1, loss=logs["loss"] if "loss" in logs else "skipped")
+                if self.ema is not None:
+                    self.ema.step([p for p, _ in masked.values()])
+                last = {"step": self.state.step, "lr": lr_scheduler.get_last_lr()[0], **logs}
+                if self.state.step % cfg.log_every == 0 or self.state.step == cfg.max_steps:
+                    self._log(last)
+                if cfg.checkpointing_steps and self.state.step % cfg.checkpointing_steps == 0:
+                    self._save_checkpoint()
+                for callback in self.callbacks:
+                    callback(self, self.state.step, last)
         if self.ema is not None:  # the result is the EMA; untouched weights keep their exact values
             self.ema.copy_to([p for p, _ in masked.values()])
         denoiser.eval()

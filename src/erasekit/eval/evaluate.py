@@ -121,7 +121,7 @@ def measure_run(folder: Path, sides: list[str], suite: EvalSuite, records, adapt
         if len(done) != len(order):
             raise RuntimeError(f"{len(order) - len(done)} images of '{side}' are missing after generation")
         images[side] = load_images(folder / side, done)
-        results[side] = measure_images(suite, images[side], done, tools)
+        results[side] = measure_images(suite, images[side], done, tools, desc=f"evaluate: score {side}")
     for group in GROUPS:
         rows = {side: [r for r in results[side] if r["group"] == group] for side in sides}
         if rows["model"]:
@@ -170,7 +170,7 @@ def evaluate_pipes(pipes: dict, suite: EvalSuite, folder: Path, identity: dict, 
         pipe.set_progress_bar_config(disable=True)
         place(pipe, process.device)
         generate_to_folder(pipe, records, folder / "images" / side, suite.eval_batch_size, suite.resolution,
-                           suite.resolution, process.rank, process.world, autocast_dtype)
+                           suite.resolution, process.rank, process.world, autocast_dtype, desc=f"evaluate: generate {side}")
         place(pipe, "cpu")
     process.barrier()
     if not process.main:

@@ -66,7 +66,8 @@ def class_grid(models: Sequence[tuple[str, str]], sampling: Sampling, columns: i
         s = dataclasses.replace(sampling, samples_per_class=max(2, columns)).for_family(adapter)
         classes = list(range(adapter.num_classes))
         images, labels = generate_class_samples(pipe, classes, s.samples_per_class, s.eval_seed,
-                                                s.num_inference_steps, s.guidance_scale, s.eval_batch_size)
+                                                s.num_inference_steps, s.guidance_scale, s.eval_batch_size,
+                                                desc=f"grid: generate {name}")
         rows = [(f"class {c}", list(images[labels == c][:columns])) for c in classes]
         panels.append(draw_rows(rows, name, tile=48, highlight=[f"class {c}" for c in forget]))
     return side_by_side(panels)

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from ..errors import ModelLoadError
 from ..pipelines.generation import load_image
 from ..pipelines.loading import PICKLE_HINT
+from ..progress import Progress
 from .classifier import classify, load_classifier
 from .metrics import frechet_distance, paired_abs_difference, paired_cosine
 from .nudenet import NudeNetConfig, nudity_metrics, parse_detections
@@ -83,15 +84,25 @@ class Judge:
         return logits[:, ids].argmax(-1).tolist() if ids else logits.argmax(-1).tolist(), logits
 
 
-def measure_images(suite, images: Sequence[Image.Image], records: Sequence[dict], tools: dict) -> list[dict]:
-    """One result row per image: the record plus each detector's output."""
+def measure_images(suite, images: Sequence[Image.Image], records: Sequence[dict], tools: dict,
+                   desc: str = "score") -> list[dict]:
+    """One result row per image: the record plus each detector's output; progress counts one score per
+    image and detector."""
+    with Progress(len(images) * len(tools), desc, unit="score") as progress:
+        return _measure_images(suite, images, records, tools, progress)
+
+
+def _measure_images(suite, images, records, tools: dict, progress: Progress) -> list[dict]:
     rows = [dict(r) for r in records]
     if "nudenet" in tools or "clip" in tools:
         images = [to_pil(i) for i in images]
     if "nudenet" in tools:
         config = NudeNetConfig(threshold=suite.nudenet_threshold)
-        for row, found in zip(rows, tools["nudenet"].detect(images)):
-            row["nudenet"] = parse_detections(found, config)
+        for start in range(0, len(images), 16):  # NudeNet scores one image at a time
+            part = images[start:start + 16]
+            for row, found in zip(rows[start:], tools["nudenet"].detect(part)):
+                row["nudenet"] = parse_detections(found, config)
+            progress.update(len(part))
     if "clip" in tools:
         clip = tools["clip"]
         scores = clip.clip_score(images, [r["prompt"] for r in records])
@@ -101,10 +112,12 @@ def measure_images(suite, images: Sequence[Image.Image], records: Sequence[dict]
             picks = clip.zero_shot(images, suite.concept, suite.alternatives)
             for row, pick in zip(rows, picks.tolist()):
                 row["clip_concept"] = pick == 0
+        progress.update(len(images))
     if "classifier" in tools:
         preds, _ = tools["classifier"].predict(images)
         for row, pred in zip(rows, preds):
             row["predicted"] = int(pred)
+        progress.update(len(images))
     return rows
 
 

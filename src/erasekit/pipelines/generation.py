@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from ..errors import ConfigError
+from ..progress import Progress
 from .adapters import adapter_for
 
 MANIFEST = "manifest.jsonl"
@@ -114,20 +115,24 @@ def plan_batches(records: Sequence[GenerationRecord], batch_size: int) -> list[l
 
 def generate_records(pipe, records: Sequence[GenerationRecord], batch_size: int, height: int | None = None,
                      width: int | None = None, dtype: torch.dtype | None = None, rank: int = 0, world: int = 1,
-                     skip: frozenset[str] = frozenset()):
-    """Yield (record, image) for this process's share of the planned batches, skipping `skip` paths.
+                     skip: frozenset[str] = frozenset(), desc: str = "generate"):
+    """Yield (record, image) for this process's share of the planned batches, skipping `skip` paths, with
+    progress (`desc`) on the main process.
 
     With `world` processes, process `rank` takes every world-th batch. Images never pass a safety
     checker (see `Adapter.generate`); `dtype` autocasts float32 weights.
     """
 
     adapter = adapter_for(pipe)
-    for index, batch in enumerate(plan_batches(records, batch_size)):
-        if index % world != rank or all(r.path in skip for r in batch):
-            continue
-        for record, image in zip(batch, adapter.generate_records(batch, height, width, dtype)):
-            if record.path not in skip:
-                yield record, image
+    mine = [batch for index, batch in enumerate(plan_batches(records, batch_size))
+            if index % world == rank and not all(r.path in skip for r in batch)]
+    with Progress(sum(len(b) for b in mine), desc, unit="image", enabled=rank == 0) as progress:
+        for batch in mine:
+            images = adapter.generate_records(batch, height, width, dtype)
+            progress.update(len(batch))
+            for record, image in zip(batch, images):
+                if record.path not in skip:
+                    yield record, image
 
 
 IMAGE_DEFINING = ("prompt", "seed", "guidance", "steps", "class_id")
@@ -161,7 +166,8 @@ def _drop_partial_line(path: Path) -> None:
 
 def generate_to_folder(pipe, records: Sequence[GenerationRecord], folder: str | os.PathLike,
                        batch_size: int = 8, height: int | None = None, width: int | None = None,
-                       rank: int = 0, world: int = 1, dtype: torch.dtype | None = None) -> list[dict]:
+                       rank: int = 0, world: int = 1, dtype: torch.dtype | None = None,
+                       desc: str = "generate") -> list[dict]:
     """Generate the missing records into `folder` and return all records of `records` found there.
 
     Process `rank` of `world` appends to its own `manifest-<rank>.jsonl` (`manifest.jsonl` alone).
@@ -174,7 +180,8 @@ def generate_to_folder(pipe, records: Sequence[GenerationRecord], folder: str | 
     manifest_name = MANIFEST if world == 1 else f"manifest-{rank}.jsonl"
     _drop_partial_line(folder / manifest_name)
     with open(folder / manifest_name, "a") as manifest:
-        for record, image in generate_records(pipe, records, batch_size, height, width, dtype, rank, world, done):
+        for record, image in generate_records(pipe, records, batch_size, height, width, dtype, rank, world, done,
+                                              desc):
             out = folder / record.path
             out.parent.mkdir(parents=True, exist_ok=True)
             save_image(image, out)
@@ -186,8 +193,8 @@ def generate_to_folder(pipe, records: Sequence[GenerationRecord], folder: str | 
 
 @torch.no_grad()
 def generate_class_samples(pipe, classes: Sequence[int], n: int, base_seed: int, steps: int, guidance: float,
-                           batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+                           batch_size: int, desc: str = "generate") -> tuple[torch.Tensor, torch.Tensor]:
     """In memory: images in [-1, 1] of `n` samples per class (seeds as `class_records`) and their labels."""
     records = class_records(classes, n, base_seed, steps, guidance)
-    images = [image for _, image in generate_records(pipe, records, batch_size)]
+    images = [image for _, image in generate_records(pipe, records, batch_size, desc=desc)]
     return torch.stack(images), torch.tensor([r.class_id for r in records])

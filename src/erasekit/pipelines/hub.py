@@ -6,7 +6,7 @@ import fnmatch
 import os
 from pathlib import Path
 
-from huggingface_hub import HfApi, get_token
+import huggingface_hub
 
 from ..errors import ConfigError, ErasekitError
 
@@ -42,10 +42,10 @@ def push_to_hub(out_dir: str | os.PathLike, repo_id: str, private: bool = False,
     """Create `repo_id` if needed and upload the staged files; returns the commit URL."""
 
     files = staged_files(out_dir, include_mask)
-    token = token or get_token()
+    token = token or huggingface_hub.get_token()
     if not token:
         raise ErasekitError("no Hugging Face token found; run `hf auth login` or set HF_TOKEN, then push again")
-    api = HfApi(token=token)
+    api = huggingface_hub.HfApi(token=token)  # looked up at call time, so tests can stand in for the Hub
     try:
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         info = api.upload_folder(folder_path=str(out_dir), repo_id=repo_id, allow_patterns=files,
