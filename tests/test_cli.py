@@ -245,3 +245,39 @@ def test_bad_dtype_and_eval_suite_flags_are_one_line_errors(tmp_path, capsys):
     line = _run_bad(["grid", "--model", "bundled:digits-cfg", "--dtype", "half", "--output", str(tmp_path / "g.png")],
                     tmp_path, capsys)
     assert "'dtype' is 'half'" in line
+
+
+@pytest.mark.parametrize("method, shown", [
+    ("esd", ["--alpha FLOAT weight of a retain diffusion loss (0: ESD as published) [float; default: 0.0]",
+             "[str; default: xattn]", "method esd: negative guidance distilled into the weights"]),
+    ("oneshot", ["--ratio FLOAT", "[float; default: 0.005]", "method oneshot: one Fisher-selected perturbation"]),
+    ("salun", ["[float; default: 0.5]", "--saliency-passes INT", "[str; default: all]"]),
+])
+def test_erase_help_shows_the_chosen_methods_own_keys_and_defaults(method, shown, capsys):
+    with pytest.raises(SystemExit):
+        main(["erase", "--method", method, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for piece in shown:
+        assert piece in text, piece
+    if method == "esd":
+        assert "--ratio" not in text and "--saliency-passes" not in text  # salun's, not ESD's
+    for name in ("salun", "rl", "esd", "ga", "uce", "oneshot", "retrain", "finetune"):  # every method, described
+        assert f" {name} " in text
+
+
+def test_a_recipes_method_picks_the_help_and_an_unknown_method_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["erase", "--config", str(CONFIG.parent / "digits-oneshot.yaml"), "--help"])
+    assert "[float; default: 0.005]" in " ".join(capsys.readouterr().out.split())
+    line = _run_bad(["erase", "--method", "nope", "--help"], tmp_path, capsys)
+    assert "'method' is 'nope'; registered methods: esd, finetune" in line
+
+
+def test_erase_with_another_method_than_the_recipes(tmp_path, capsys):
+    assert main(["erase", "--config", str(CONFIG), "--method", "esd", "--forget", "3", "--max-steps", "2",
+                 "--evaluate", "false", "--output-dir", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("set aside for method 'esd'") == 1 and "ratio" in out
+    record = json.loads((tmp_path / "o" / "erasure.json").read_text())
+    assert record["method"] == "esd" and record["config"]["method"]["alpha"] == 10.0  # the recipe's alpha
+    assert record["method_description"].startswith("negative guidance distilled")

@@ -25,8 +25,8 @@ def test_log_records_carry_count_loss_rate_and_eta(log_mode, caplog):
         for loss in (0.5, 0.25, 0.125, 0.0625):
             progress.update(1, loss=loss)
     lines = [r.getMessage() for r in caplog.records]
-    # one record per update (interval 0) and one at the end
-    assert len(lines) == 5
+    # one record per update (interval 0); the end adds none, as the last update was just logged
+    assert len(lines) == 4
     assert lines[1].startswith("train: 2/4 step (50%), loss 0.25, ")
     assert "step/s" in lines[1] or "s/step" in lines[1]
     assert "ETA " in lines[1] and "done in " in lines[-1] and "loss 0.0625" in lines[-1]
