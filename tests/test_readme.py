@@ -71,8 +71,8 @@ def added_flags(tokens: list[str], replicas) -> list[str]:
     if command == "demo":
         return SIZES["digits.yaml"]
     if command == "train-base":
-        return ["--max-steps", "2", "--select-every", "1", "--select-samples-per-class", "2",
-                "--classifier-epochs", "1"]
+        sizes = ["--max-steps", "2", "--select-every", "1", "--select-samples-per-class", "2"]
+        return sizes + (["--vae-steps", "2"] if tokens[1] == "digits-t2i" else ["--classifier-epochs", "1"])
     if command == "erase" and config in RECIPE_REPLICA:
         return ["--pretrained-model-name-or-path", str(replicas(RECIPE_REPLICA[config])), *SD_SIZES]
     if command == "erase":
