@@ -1,6 +1,7 @@
 """erasekit: concept erasure for diffusion models, built on diffusers."""
 
 from .api import EraseResult, erase
+from .attacks import AttackRun, attack, register_attack
 from .erase.class_data import ClassDataConfig
 from .erase.methods import (
     ESDConfig,
@@ -25,8 +26,8 @@ from .recipe import EraseConfig
 from .version import __version__
 
 __all__ = [
-    "ClassDataConfig", "ConfigError", "ESDConfig", "EraseConfig", "EraseResult", "ErasekitError", "EvalSuite",
+    "AttackRun", "ClassDataConfig", "ConfigError", "ESDConfig", "EraseConfig", "EraseResult", "ErasekitError", "EvalSuite",
     "FinetuneConfig", "GAConfig", "OneShotConfig", "RLConfig", "RefineConfig", "RetrainConfig", "SalUnConfig", "Sampling",
-    "TextConceptConfig", "TrainConfig", "UCEConfig", "__version__", "bundled_path", "compute_saliency_mask", "erase",
-    "evaluate", "load_pipeline", "register_method",
+    "TextConceptConfig", "TrainConfig", "UCEConfig", "__version__", "attack", "bundled_path", "compute_saliency_mask", "erase",
+    "evaluate", "load_pipeline", "register_attack", "register_method",
 ]

@@ -1,4 +1,4 @@
-"""`erasekit ...`: erase, eval, grid, demo, train-base."""
+"""`erasekit ...`: erase, eval, attack, grid, demo, train-base."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from .api import run_erase
+from .attacks import ATTACKS, attack
+from .attacks.settings import AttackRun, attack_flag_fields, resolve_attack_configs
 from .config import build_configs, describe_field, field_types, load_yaml, parse_cli_overrides
 from .erase.class_data import ClassDataConfig
 from .erase.memorization import MemorizationConfig, run_memorization
@@ -126,6 +128,22 @@ def _eval_groups() -> list[tuple[str, list[tuple]]]:
             ("the suite, for either family (--suite FILE sets these, flags override it)", field_types(EvalSuite))]
 
 
+def _attack_groups() -> list[tuple[str, list[tuple]]]:
+    groups = [("what to attack, judged how", field_types(AttackRun))]
+    for name, spec in ATTACKS.items():
+        groups.append((f"attack {name} ({spec.threat_model}): {spec.description.partition(': ')[2]}",
+                       attack_flag_fields(name)))
+    return groups
+
+
+def _attacks_epilog() -> str:
+    width = max(len(name) for name in ATTACKS)
+    lines = [f"  {name:<{width}}  [{spec.threat_model}] {spec.description.partition(': ')[2]}"
+             for name, spec in ATTACKS.items()]
+    return ("attacks (--attack NAME, repeat for several; an attack's settings are --NAME-KEY, or a mapping under "
+            "its name in --config):\n" + "\n".join(lines) + "\n\n" + LIST_HELP)
+
+
 def _grid_groups() -> list[tuple[str, list[tuple]]]:
     return [("grid", field_types(GridCommand)), ("sampling", field_types(Sampling))]
 
@@ -199,6 +217,20 @@ def cmd_eval(args, rest) -> int:
         print(report.summary())
         if report.report_dir:
             print(f"report written to {report.report_dir}/report.md")
+    return 0
+
+
+def cmd_attack(args, rest) -> int:
+    values, raw = _overrides(args, rest)
+    run, configs = resolve_attack_configs(args.config, values, raw)
+    report = attack(run, configs)
+    for row in report["attacks"]:
+        excess = f", excess {row['excess_asr']:+.0%}" if "excess_asr" in row else ""
+        print(f"{row['attack']:>11} on {row['role']:<9} ASR {row['asr']:.0%} (pre {row['pre_asr']:.0%}, "
+              f"n {row['n']}){excess}")
+    for warning in report["warnings"]:
+        print(f"warning: {warning}")
+    print(f"report written to {run.output}/report.md")
     return 0
 
 
@@ -288,6 +320,9 @@ def build_parser(method: str = "salun") -> argparse.ArgumentParser:
             lambda: _erase_groups(method), _methods_epilog())
     command("eval", "evaluate against the base: --model DIR --baseline BASE [--suite S.yaml] --output DIR",
             cmd_eval, _eval_groups)
+    p = command("attack", "attack an erased model (and its base and a retrained reference): --model DIR --attack NAME "
+                "(--forget LABELS | --forget-prompts TEXT) --output DIR", cmd_attack, _attack_groups, _attacks_epilog())
+    p.add_argument("--config", help="YAML: run keys, and one mapping of settings per attack (cce: {steps: 200})")
     command("grid", "draw a sample grid: --model DIR [--baseline BASE] --output grid.png", cmd_grid, _grid_groups)
     p = command("apply", "rebuild an erased model from its base and erasure_delta.safetensors", cmd_apply, epilog=None)
     p.add_argument("base", help="base model (directory, Hub id, bundled:NAME)")

@@ -85,10 +85,10 @@ class Judge:
 
 
 def measure_images(suite, images: Sequence[Image.Image], records: Sequence[dict], tools: dict,
-                   desc: str = "score") -> list[dict]:
+                   desc: str = "score", progress: bool | None = None) -> list[dict]:
     """One result row per image: the record plus each detector's output; progress counts one score per
-    image and detector."""
-    with Progress(len(images) * len(tools), desc, unit="score") as progress:
+    image and detector (`progress=False`: silent, for many small calls)."""
+    with Progress(len(images) * len(tools), desc, unit="score", enabled=progress) as progress:
         return _measure_images(suite, images, records, tools, progress)
 
 

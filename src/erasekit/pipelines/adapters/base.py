@@ -136,7 +136,14 @@ class Adapter:
 
     # -- conditions --------------------------------------------------------------------------------
     def encode_prompts(self, prompts: Sequence[str], device, dtype, resolution: int) -> dict[str, torch.Tensor]:
-        """One row per prompt of every conditioning tensor the denoiser takes, float32 on the host."""
+        """One row per prompt of every conditioning tensor the denoiser takes, float32 on the host, built
+        with the frozen encoders and no gradient."""
+        with torch.no_grad():
+            return self.conditions(prompts, device, dtype, resolution)
+
+    def conditions(self, prompts: Sequence[str], device, dtype, resolution: int) -> dict[str, torch.Tensor]:
+        """`encode_prompts` under the caller's gradient mode: attacks differentiate through the encoders
+        (to embeddings injected at their input layers)."""
         raise NotImplementedError
 
     def predict(self, denoiser, z_t: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:

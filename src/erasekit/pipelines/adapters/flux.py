@@ -40,8 +40,7 @@ class FluxAdapter(FlowMatchingAdapter):
     def default_resolution(self) -> int:
         return int(self.pipe.default_sample_size) * int(self.pipe.vae_scale_factor)
 
-    @torch.no_grad()
-    def encode_prompts(self, prompts: Sequence[str], device, dtype, resolution: int) -> dict[str, torch.Tensor]:
+    def conditions(self, prompts: Sequence[str], device, dtype, resolution: int) -> dict[str, torch.Tensor]:
         with autocast(device, dtype, self.pipe.text_encoder.dtype):
             embeds, pooled, _ = self.pipe.encode_prompt(list(prompts), None, device=device)
         return {"encoder_hidden_states": embeds.float().cpu(), "pooled_projections": pooled.float().cpu()}

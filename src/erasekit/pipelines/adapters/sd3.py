@@ -13,8 +13,7 @@ from .flow import FlowMatchingAdapter
 class SD3Adapter(FlowMatchingAdapter):
     """Conditions: the joint CLIP+T5 sequence and the two CLIP encoders' pooled projections."""
 
-    @torch.no_grad()
-    def encode_prompts(self, prompts: Sequence[str], device, dtype, resolution: int) -> dict[str, torch.Tensor]:
+    def conditions(self, prompts: Sequence[str], device, dtype, resolution: int) -> dict[str, torch.Tensor]:
         with autocast(device, dtype, self.pipe.text_encoder.dtype):
             embeds, _, pooled, _ = self.pipe.encode_prompt(list(prompts), None, None, device=device,
                                                            do_classifier_free_guidance=False)

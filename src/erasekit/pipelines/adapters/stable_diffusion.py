@@ -13,8 +13,7 @@ from .base import Adapter
 class StableDiffusionAdapter(Adapter):
     """SD 1.x (epsilon) and 2.x (v-prediction): one CLIP text encoder, cross-attention conditioning."""
 
-    @torch.no_grad()
-    def encode_prompts(self, prompts: Sequence[str], device, dtype, resolution: int) -> dict[str, torch.Tensor]:
+    def conditions(self, prompts: Sequence[str], device, dtype, resolution: int) -> dict[str, torch.Tensor]:
         with autocast(device, dtype, self.pipe.text_encoder.dtype):
             embeds, _ = self.pipe.encode_prompt(list(prompts), device=device, num_images_per_prompt=1,
                                                 do_classifier_free_guidance=False)
@@ -27,8 +26,7 @@ class StableDiffusionAdapter(Adapter):
 class StableDiffusionXLAdapter(Adapter):
     """SDXL: hidden states of two CLIP encoders, the second's pooled output and size/crop time ids."""
 
-    @torch.no_grad()
-    def encode_prompts(self, prompts: Sequence[str], device, dtype, resolution: int) -> dict[str, torch.Tensor]:
+    def conditions(self, prompts: Sequence[str], device, dtype, resolution: int) -> dict[str, torch.Tensor]:
         with autocast(device, dtype, self.pipe.text_encoder.dtype):
             embeds, _, pooled, _ = self.pipe.encode_prompt(list(prompts), device=device, num_images_per_prompt=1,
                                                            do_classifier_free_guidance=False)
