@@ -10,8 +10,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from .api import run_erase
-from .attacks import ATTACKS, attack
-from .attacks.settings import AttackRun, attack_flag_fields, resolve_attack_configs
+from .attacks import attack
+from .attacks.settings import attack_help_groups, attacks_epilog, resolve_attack_configs
 from .config import build_configs, describe_field, field_types, load_yaml, parse_cli_overrides
 from .erase.class_data import ClassDataConfig
 from .erase.memorization import MemorizationConfig, run_memorization
@@ -28,6 +28,7 @@ from .pipelines.delta import apply_delta_to_pipeline
 from .pipelines.hub import push_to_hub
 from .recipe import EraseConfig, resolve_configs
 from .recipes.digits_t2i import DigitsT2IConfig, train_digits_t2i
+from .recipes.digits_t2i import model_name as t2i_model_name
 from .recipes.train_base import DigitsBaseConfig, base_outputs, train_digits_base
 
 DEMO_OUTPUT = "outputs/demo"
@@ -126,22 +127,6 @@ def method_in(argv: list[str]) -> str:
 def _eval_groups() -> list[tuple[str, list[tuple]]]:
     return [("what to evaluate", field_types(EvalCommand)),
             ("the suite, for either family (--suite FILE sets these, flags override it)", field_types(EvalSuite))]
-
-
-def _attack_groups() -> list[tuple[str, list[tuple]]]:
-    groups = [("what to attack, judged how", field_types(AttackRun))]
-    for name, spec in ATTACKS.items():
-        groups.append((f"attack {name} ({spec.threat_model}): {spec.description.partition(': ')[2]}",
-                       attack_flag_fields(name)))
-    return groups
-
-
-def _attacks_epilog() -> str:
-    width = max(len(name) for name in ATTACKS)
-    lines = [f"  {name:<{width}}  [{spec.threat_model}] {spec.description.partition(': ')[2]}"
-             for name, spec in ATTACKS.items()]
-    return ("attacks (--attack NAME, repeat for several; an attack's settings are --NAME-KEY, or a mapping under "
-            "its name in --config):\n" + "\n".join(lines) + "\n\n" + LIST_HELP)
 
 
 def _grid_groups() -> list[tuple[str, list[tuple]]]:
@@ -260,7 +245,7 @@ def cmd_grid(args, rest) -> int:
 
 def cmd_train_base(args, rest) -> int:
     recipes = {"digits": (DigitsBaseConfig, train_digits_base, base_outputs),
-               "digits-t2i": (DigitsT2IConfig, train_digits_t2i, lambda config: ("digits-t2i",))}
+               "digits-t2i": (DigitsT2IConfig, train_digits_t2i, lambda config: (t2i_model_name(config),))}
     if args.name not in recipes:
         raise ConfigError(f"unknown base recipe '{args.name}'; available: {', '.join(recipes)}")
     config_cls, train, outputs_of = recipes[args.name]
@@ -321,7 +306,8 @@ def build_parser(method: str = "salun") -> argparse.ArgumentParser:
     command("eval", "evaluate against the base: --model DIR --baseline BASE [--suite S.yaml] --output DIR",
             cmd_eval, _eval_groups)
     p = command("attack", "attack an erased model (and its base and a retrained reference): --model DIR --attack NAME "
-                "(--forget LABELS | --forget-prompts TEXT) --output DIR", cmd_attack, _attack_groups, _attacks_epilog())
+                "(--forget LABELS | --forget-prompts TEXT) --output DIR", cmd_attack, attack_help_groups,
+                attacks_epilog(LIST_HELP))
     p.add_argument("--config", help="YAML: run keys, and one mapping of settings per attack (cce: {steps: 200})")
     command("grid", "draw a sample grid: --model DIR [--baseline BASE] --output grid.png", cmd_grid, _grid_groups)
     p = command("apply", "rebuild an erased model from its base and erasure_delta.safetensors", cmd_apply, epilog=None)
@@ -342,7 +328,8 @@ def build_parser(method: str = "salun") -> argparse.ArgumentParser:
     command("memorization", "per-sample memorization proxy scores of a class's samples (--forget C) or a "
             "text-to-image model's prompts (--prompts FILE), split low/medium/high (RUM): --model DIR --output "
             "scores.json", cmd_memorization, _memorization_groups)
-    p = command("train-base", "train the bundled base models: train-base digits | digits-t2i", cmd_train_base,
+    p = command("train-base", "train the bundled base models: train-base digits | digits-t2i (bundled recipes: "
+                "digits, digits-t2i; digits-t2i --exclude seven trains the reference without sevens)", cmd_train_base,
                 _train_base_groups)
     p.add_argument("name", help="recipe name: digits (class-conditional UNet and judge) or digits-t2i")
     return parser

@@ -9,14 +9,14 @@ import torch
 
 from ..config import check
 from ..errors import ConfigError
-from .common import Adversary, Context, Instance
+from .common import Adversary, Context, Instance, PrefixTokens
 from .registry import register_attack
 from .slots import LabelRow, check_context, text_encoders
 from .vocab import decode_prompt, word_ids
 
 
 @dataclass
-class RandomConfig:
+class RandomConfig(PrefixTokens):
     """random: k random vocabulary words before the prompt (a random label row on class-conditional models)"""
 
     k: int = field(default=3, metadata={"help": "random words before the prompt"})

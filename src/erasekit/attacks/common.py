@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from ..config import check
+from .slots import check_context
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,13 @@ class Context:
 
     baseline: Any = None  # a Victim, or None
     check: Callable[[Adversary], bool] | None = None  # judge on the selection seeds
+
+
+class PrefixTokens:
+    """Configs with `k` tokens before the prompt: refused when they do not fit the tokenizers' context."""
+
+    def check_model(self, pipe, prompt: str) -> None:
+        check_context(pipe, self.k, prompt, "k")
 
 
 @dataclass

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..config import check
 from ..errors import ConfigError
-from .common import Adversary, Context, Instance, OptimSettings, batch_of, optimise
+from .common import Adversary, Context, Instance, OptimSettings, PrefixTokens, batch_of, optimise
 from .registry import register_attack
 from .slots import TextSlots
 from .vocab import decode_prompt, word_ids
@@ -39,7 +39,7 @@ def shared_vocab(slots: TextSlots) -> list[str]:
 
 
 @dataclass
-class UDAConfig(OptimSettings):
+class UDAConfig(OptimSettings, PrefixTokens):
     """uda: UnlearnDiffAtk (Zhang et al., ECCV 2024), k prefix tokens on the simplex, the model as its own judge"""
 
     k: int = field(default=3, metadata={"help": "prefix tokens (the paper: 5 for nudity, 3 for objects)"})
@@ -54,7 +54,7 @@ class UDAConfig(OptimSettings):
 
 
 @dataclass
-class P4DConfig(OptimSettings):
+class P4DConfig(OptimSettings, PrefixTokens):
     """p4d: prompting4debugging (Chin et al., ICML 2024), projected prefix tokens matched to the base's prediction"""
 
     k: int = field(default=3, metadata={"help": "prefix tokens"})

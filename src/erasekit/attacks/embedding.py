@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 import torch
 
 from ..config import check
-from .common import Adversary, Context, Instance, OptimSettings, batch_of, optimise
+from .common import Adversary, Context, Instance, OptimSettings, PrefixTokens, batch_of, optimise
 from .registry import register_attack
-from .slots import LabelRow, TextSlots
+from .slots import LabelRow, TextSlots, check_context
 
 
 @dataclass
@@ -31,9 +31,12 @@ class CCEConfig(OptimSettings):
         check(self.tokens >= 1, "tokens", self.tokens, ">= 1")
         check("{tokens}" in self.template, "template", self.template, "a text containing {tokens}")
 
+    def check_model(self, pipe, prompt: str) -> None:
+        check_context(pipe, self.tokens, self.template.replace("{tokens}", ""), "tokens")
+
 
 @dataclass
-class SoftConfig(OptimSettings):
+class SoftConfig(OptimSettings, PrefixTokens):
     """soft: free continuous prefix embeddings before the prompt (not projected): the white-box upper bound"""
 
     steps: int = field(default=100, metadata={"help": "optimizer steps per instance"})

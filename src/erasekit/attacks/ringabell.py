@@ -40,6 +40,9 @@ class RingABellConfig:
         for pair in self.pairs:
             check(pair.count("|") == 1, "pairs", pair, "'prompt with the concept | the same without it'")
 
+    def check_model(self, pipe, prompt: str) -> None:
+        check_context(pipe, self.k, "", "k")
+
 
 class RingABellAttack:
     def __init__(self, config: RingABellConfig):

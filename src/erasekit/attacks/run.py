@@ -73,15 +73,17 @@ def build_judge(run: AttackRun) -> ConceptJudge:
 
 
 def read_rows(path: Path) -> list[dict]:
-    """The complete rows of a JSON-lines file (a line cut by a kill is dropped)."""
+    """The complete rows of a JSON-lines file; a line cut by a kill is dropped from the file too."""
     if not path.is_file():
         return []
-    rows = []
-    for line in path.read_text().splitlines():
+    rows, lines = [], path.read_text().splitlines()
+    for line in lines:
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
             break
+    if len(rows) < len(lines) or not path.read_text().endswith("\n") and rows:
+        write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
     return rows
 
 
@@ -92,10 +94,10 @@ def append_row(path: Path, row: dict) -> None:
 
 
 class Runner:
-    def __init__(self, run: AttackRun, configs: dict, victims: dict[str, Victim], judge: ConceptJudge, staging: Path):
+    def __init__(self, run: AttackRun, configs: dict, victims: dict[str, Victim], judge: ConceptJudge, instances,
+                 staging: Path):
         self.run, self.configs, self.victims, self.judge, self.staging = run, configs, victims, judge, staging
-        channels = victims["erased"].image_channels()
-        self.instances = build_instances(run, channels, victims["erased"].resolution, judge.metric)
+        self.instances = instances
         for sub in ("images", "embeddings"):
             (staging / sub).mkdir(exist_ok=True)
 
@@ -185,7 +187,7 @@ def open_staging(run: AttackRun, configs: dict) -> Path:
     """The staging folder of `run.output`; one left by a killed run with the same settings is continued."""
     output = check_output_free(run.output, run.overwrite, "output")
     staging = staging_dir(output)
-    settings = json.loads(json.dumps(portable(settings_of(run, configs)), default=str))
+    settings = json.loads(json.dumps(settings_of(run, configs), default=str))
     marker = staging / "attack-settings.json"
     if marker.is_file():
         if json.loads(marker.read_text()) != settings:
@@ -213,9 +215,9 @@ def build_report(runner: Runner, rows: list[dict], configs: dict) -> dict:
             summaries.append(summarize(mine, name, role, threat, dataclasses.asdict(configs[name])))
     summaries, warnings = with_controls(summaries)
     return {"schema": SCHEMA, "kind": "attack", "erasekit_version": __version__,
-            "models": {role: v.source for role, v in runner.victims.items()},
+            "models": portable({role: v.source for role, v in runner.victims.items()}),
             "family": runner.victims["erased"].family, "judge": runner.judge.describe(),
-            "settings": settings_of(run, configs), "attacks": summaries, "warnings": warnings}
+            "settings": portable(settings_of(run, configs)), "attacks": summaries, "warnings": warnings}
 
 
 def attack(run: AttackRun | None = None, configs: dict | None = None, *, config_file: str | None = None,
@@ -234,8 +236,15 @@ def attack(run: AttackRun | None = None, configs: dict | None = None, *, config_
     configs = {name: (configs or {}).get(name) or get_attack(name).config() for name in run.attack}
     victims = load_victims(run)
     judge = build_judge(run)
+    erased = victims["erased"]
+    instances = build_instances(run, erased.image_channels(), erased.resolution, judge.metric)
+    for name in run.attack:  # refuse settings that cannot fit before anything is written
+        check = getattr(configs[name], "check_model", None)
+        for target in {instance.target for instance, _ in instances}:
+            if check is not None and erased.has_text:
+                check(erased.pipe, str(target))
     staging = open_staging(run, configs)
-    runner = Runner(run, configs, victims, judge, staging)
+    runner = Runner(run, configs, victims, judge, instances, staging)
     rows = runner.attack_all(runner.pre())
     report = build_report(runner, rows, configs)
     columns = [(role, f"{role}-plain") for role in ("base", "erased") if role in victims]

@@ -79,6 +79,23 @@ def attack_flag_fields(name: str) -> list[tuple]:
     return field_types(dataclasses.make_dataclass(f"{name}_flags", own))
 
 
+def attack_help_groups() -> list[tuple[str, list[tuple]]]:
+    """`erasekit attack --help`: the run's keys, then each attack's, in groups."""
+    groups = [("what to attack, judged how", field_types(AttackRun))]
+    for name, spec in ATTACKS.items():
+        groups.append((f"attack {name} ({spec.threat_model}): {spec.description.partition(': ')[2]}",
+                       attack_flag_fields(name)))
+    return groups
+
+
+def attacks_epilog(list_help: str) -> str:
+    width = max(len(name) for name in ATTACKS)
+    lines = [f"  {name:<{width}}  [{spec.threat_model}] {spec.description.partition(': ')[2]}"
+             for name, spec in ATTACKS.items()]
+    return ("attacks (--attack NAME, repeat for several; an attack's settings are --NAME-KEY, or a mapping under "
+            "its name in --config):\n" + "\n".join(lines) + "\n\n" + list_help)
+
+
 def flatten_yaml(values: Mapping[str, Any]) -> dict[str, Any]:
     """A YAML file's attack sections (`cce: {steps: 200}`) as prefixed keys (`cce_steps: 200`)."""
     out = {}

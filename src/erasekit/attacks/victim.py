@@ -96,7 +96,7 @@ class Victim:
         """Sampled latents to judge-ready images (as `generate` returns them)."""
         if not self.has_text:
             return list(latents.float().clamp(-1, 1).unbind(0))
-        return self.adapter.decode(latents, self.resolution, self.resolution, "pil")
+        return self.adapter.decode_samples(latents, "pil")
 
     # -- generation --------------------------------------------------------------------------------
     def generate(self, target: str | int, seeds: Sequence[int], injection=None) -> list:

@@ -74,12 +74,33 @@ class DigitsT2IConfig:
     max_steps: int = field(default=3000, metadata={"help": "UNet optimizer steps at batch 128"})
     select_every: int = field(default=750, metadata={"help": "score generated samples every N steps"})
     select_samples_per_class: int = field(default=10, metadata={"help": "samples per digit when scoring"})
+    exclude: list[str] = field(default_factory=list, metadata={
+        "help": "digits left out of the training data (words or numbers, e.g. seven): the exact-unlearning "
+                "reference, written to digits-t2i-without-<digits>/"})
     overwrite: bool = field(default=False, metadata={"help": "replace an existing digits-t2i"})
 
     def __post_init__(self):
+        self.exclude = [NUMBER_WORDS[int(d)] if str(d).isdigit() and int(d) < 10 else str(d).lower()
+                        for d in self.exclude]
+        bad = [d for d in self.exclude if d not in NUMBER_WORDS]
+        check(not bad, "exclude", bad, f"digits among {', '.join(NUMBER_WORDS)} (or 0-9)")
+        check(len(set(self.exclude)) < 10, "exclude", self.exclude, "fewer than all ten digits")
         check(self.vae_steps >= 1, "vae_steps", self.vae_steps, ">= 1")
         check(self.max_steps >= 1, "max_steps", self.max_steps, ">= 1")
         check(self.select_every >= 1, "select_every", self.select_every, ">= 1")
+
+
+def model_name(config: DigitsT2IConfig) -> str:
+    """digits-t2i, or digits-t2i-without-seven-eight for a reference trained without some digits."""
+    kept = [w for w in NUMBER_WORDS if w in config.exclude]
+    return "digits-t2i" + (f"-without-{'-'.join(kept)}" if kept else "")
+
+
+def reproduce_command(config: DigitsT2IConfig) -> str:
+    if not config.exclude:
+        return REPRODUCE_T2I
+    flags = " ".join(f"--exclude {w}" for w in config.exclude)
+    return f"erasekit train-base digits-t2i {flags} --output-dir {config.output_dir} --overwrite"
 
 
 def build_components(seed: int = 0) -> dict:
@@ -158,6 +179,10 @@ def train_digits_t2i(config: DigitsT2IConfig) -> dict:
 
     started = time.time()
     data = load_digits_16()
+    excluded = [NUMBER_WORDS.index(w) for w in config.exclude]
+    keep = ~torch.isin(data.train_labels, torch.tensor(excluded, dtype=torch.long))
+    data.train_images, data.train_labels = data.train_images[keep], data.train_labels[keep]
+    kept_digits = [d for d in range(10) if d not in excluded]
     parts = build_components(config.seed)
     vae_mse = train_vae(parts["vae"], data.train_images, config.vae_steps, config.seed)
     logger.info(f"VAE reconstruction MSE on the training digits: {vae_mse:.4f}")
@@ -174,7 +199,7 @@ def train_digits_t2i(config: DigitsT2IConfig) -> dict:
         pipe = StableDiffusionPipeline(**{**parts, "unet": unet.eval()}, safety_checker=None, feature_extractor=None,
                                        requires_safety_checker=False)
         pipe.set_progress_bar_config(disable=True)
-        images, labels = generated_digits(pipe, range(10), TRAIN_TEMPLATES[:2], config.select_samples_per_class,
+        images, labels = generated_digits(pipe, kept_digits, TRAIN_TEMPLATES[:2], config.select_samples_per_class,
                                           seed=50_000)
         accuracy = float((classify(judge, images)[0] == labels).float().mean())
         history.append({"step": step, "loss": logs["loss"], "accuracy": accuracy})
@@ -188,17 +213,21 @@ def train_digits_t2i(config: DigitsT2IConfig) -> dict:
         EraseTrainer(parts["unet"], FinetuneMethod(FinetuneConfig(batch_size=128)), task, train_config, work,
                      callbacks=[select]).train()
     parts["unet"].load_state_dict(best["state"])
-    record = {"erasekit_version": __version__, "command": REPRODUCE_T2I, "recipe": asdict(config),
+    record = {"erasekit_version": __version__, "command": reproduce_command(config), "recipe": asdict(config),
+              "excluded_digits": config.exclude, "training_images": int(len(data.train_labels)),
               "train_templates": TRAIN_TEMPLATES,
               "vae_reconstruction_mse": vae_mse, "selected_step": best["step"], "selection_history": history,
               "train_config": asdict(train_config), "minutes": round((time.time() - started) / 60, 2)}
     pipe = StableDiffusionPipeline(**parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    with atomic_dir(Path(config.output_dir) / "digits-t2i", overwrite=config.overwrite) as tmp:
+    name = model_name(config)
+    with atomic_dir(Path(config.output_dir) / name, overwrite=config.overwrite) as tmp:
         pipe.save_pretrained(tmp)
         (tmp / "training.json").write_text(json.dumps(record, indent=2) + "\n")
         (tmp / "README.md").write_text(
             "---\nlicense: apache-2.0\nlibrary_name: diffusers\ntags:\n- erasekit\n---\n\n"
-            "# digits-t2i\n\nA tiny text-to-image model with the Stable Diffusion architecture, trained by erasekit "
-            "on scikit-learn's digits with captions such as 'a handwritten digit seven'.\n\n"
-            f"Reproduce: `{REPRODUCE_T2I}`. Recipe and selection history: `training.json`.\n")
+            f"# {name}\n\nA tiny text-to-image model with the Stable Diffusion architecture, trained by erasekit "
+            "on scikit-learn's digits with captions such as 'a handwritten digit seven'"
+            + (f", without any image or caption of {', '.join(config.exclude)} (an exact-unlearning reference)"
+               if config.exclude else "") + ".\n\n"
+            f"Reproduce: `{reproduce_command(config)}`. Recipe and selection history: `training.json`.\n")
     return record

@@ -155,6 +155,11 @@ class Adapter:
         return encode_images(self.pipe.vae, images, device, dtype)
 
     def decode(self, latents: torch.Tensor, height: int, width: int, output_type: str = "pil"):
+        """The pipeline's `output_type="latent"` output (packed, for FLUX) to images."""
+        return decode_latents(self.pipe, latents, output_type)
+
+    def decode_samples(self, latents: torch.Tensor, output_type: str = "pil"):
+        """Latents in the task's space (B, C, H, W), as training and the samplers here see them, to images."""
         return decode_latents(self.pipe, latents, output_type)
 
     def generate_records(self, records, height: int | None = None, width: int | None = None,
