@@ -25,7 +25,8 @@ from replicas import build_replica
 ROOT = Path(__file__).parents[1]
 # Reading order: a later page's commands use the outputs of earlier ones (the SD eval, the erased SD model).
 PAGES = ["README.md", "docs/text-to-image.md", "docs/methods.md", "docs/memorization.md", "docs/evaluation.md",
-         "docs/shipping.md", "docs/bundled-models.md", "docs/architecture.md", "docs/troubleshooting.md"]
+         "docs/attacks.md", "docs/shipping.md", "docs/bundled-models.md", "docs/architecture.md",
+         "docs/troubleshooting.md"]
 HUB_IDS = {"CompVis/stable-diffusion-v1-4": "sd14", "stabilityai/stable-diffusion-xl-base-1.0": "sdxl"}
 RECIPE_REPLICA = {"sd-nudity.yaml": "sd14", "sd-object.yaml": "sd15", "sd21-nudity.yaml": "sd21",
                   "sdxl-nudity.yaml": "sdxl", "sd3-nudity.yaml": "sd3", "flux-nudity.yaml": "flux"}
@@ -79,6 +80,13 @@ def added_flags(tokens: list[str], replicas) -> list[str]:
         return _for_method(SIZES[config] + (["--refine-draws", "2"] if "--refine" in tokens else []), tokens)
     if command == "eval" and "--suite" in tokens and "digits.yaml" not in tokens[tokens.index("--suite") + 1]:
         return ["--num-inference-steps", "2", "--resolution", "32"] if "nudity" in " ".join(tokens) else ["--num-inference-steps", "2"]
+    if command == "attack":
+        return ["--instances", "1", "--eval-images", "1", "--num-inference-steps", "3", "--images-per-instance", "2",
+                *[flag for name, steps in (("cce", "2"), ("uda", "2"), ("soft", "2")) if name in tokens
+                  for flag in (f"--{name}-steps", steps)],
+                *(["--ringabell-generations", "1", "--ringabell-population", "4"] if "ringabell" in tokens else []),
+                *(["--trajectory-steps", "4"] if "trajectory" in tokens else []),
+                *(["--seed-search-budget", "2"] if "seed_search" in tokens else [])]
     if command in ("eval", "grid"):
         return ["--samples-per-class", "2", "--num-inference-steps", "3", "--columns", "2"][: 4 if command == "eval"
                                                                                              else 6]
@@ -234,6 +242,9 @@ def test_every_python_block_of_the_docs_runs(small_erase):
     for block in blocks:
         namespace: dict = {}
         exec(compile(block, "docs", "exec"), namespace)  # noqa: S102 - the docs' own code
+        if "report" in namespace:  # docs/attacks.md: an attack report
+            assert namespace["report"]["attacks"] and all(0 <= r["asr"] <= 1 for r in namespace["report"]["attacks"])
+            continue
         assert 0 <= namespace["result"].metrics["after"]["UA"] <= 1
     record = json.loads(Path("outputs/no-three-to-null/erasure.json").read_text())
     assert record["method"] == "to-null" and record["config"]["method"]["pull"] == 2.0

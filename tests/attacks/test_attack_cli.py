@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from replicas import build_replica
 
 from erasekit.attacks import ATTACKS
 from erasekit.cli import main
+from replicas import build_replica
 
 TEXT_ATTACKS = ["uda", "p4d", "ringabell", "cce", "soft", "trajectory", "random", "seed_search", "transfer"]
 CLASS_ATTACKS = ["cce", "soft", "trajectory", "random", "seed_search"]

@@ -45,7 +45,8 @@ def recorded_base(model: str) -> str | None:
 
 
 def load_victims(run: AttackRun) -> dict[str, Victim]:
-    sources = {"erased": run.model, "base": run.baseline or recorded_base(run.model), "reference": run.reference}
+    base = None if run.baseline == "none" else run.baseline or recorded_base(run.model)
+    sources = {"erased": run.model, "base": base, "reference": run.reference}
     victims = {role: Victim.load(src, role, run.num_inference_steps, run.guidance_scale)
                for role, src in sources.items() if src}
     erased = victims["erased"]
