@@ -89,3 +89,33 @@ def test_every_attack_runs_on_the_published_shape_replicas(kind, tmp_path, conce
                  str(concept_folder), "--concept-label", "0", "--output", str(out),
                  *attack_args(TEXT_ATTACKS), "--instances", "1"]) == 0
     assert {r["attack"] for r in rows_of(out)} == set(TEXT_ATTACKS)
+
+
+def test_digits_t2i_exclusions_name_the_reference():
+    from erasekit.errors import ConfigError
+    from erasekit.recipes.digits_t2i import DigitsT2IConfig, model_name, reproduce_command
+
+    config = DigitsT2IConfig(exclude=["8", "Seven"], output_dir="refs")
+    assert config.exclude == ["eight", "seven"] and model_name(config) == "digits-t2i-without-seven-eight"
+    assert reproduce_command(config) == ("erasekit train-base digits-t2i --exclude eight --exclude seven "
+                                         "--output-dir refs --overwrite")
+    assert model_name(DigitsT2IConfig()) == "digits-t2i"
+    with pytest.raises(ConfigError, match="'exclude'"):
+        DigitsT2IConfig(exclude=[str(d) for d in range(10)])
+
+
+@pytest.mark.slow  # about 30 s on 2 cores: two steps of each part and the selection's generation
+def test_train_base_digits_t2i_without_seven_trains_on_no_seven(tmp_path, capsys):
+    """The exact-unlearning reference of text-to-image erasure: one command, no image or caption of a seven."""
+    from erasekit.pipelines.digits import load_digits_16
+
+    assert main(["train-base", "digits-t2i", "--exclude", "seven", "--output-dir", str(tmp_path), "--vae-steps", "2",
+                 "--max-steps", "2", "--select-every", "2", "--select-samples-per-class", "2"]) == 0
+    record = json.loads((tmp_path / "digits-t2i-without-seven" / "training.json").read_text())
+    data = load_digits_16()
+    assert record["excluded_digits"] == ["seven"]
+    assert record["training_images"] == int((data.train_labels != 7).sum()) < len(data.train_labels)
+    assert record["command"] == (f"erasekit train-base digits-t2i --exclude seven --output-dir {tmp_path} "
+                                 "--overwrite")
+    assert main(["train-base", "digits-t2i", "--exclude", "eleven", "--output-dir", str(tmp_path)]) == 2
+    assert "'exclude'" in capsys.readouterr().err

@@ -78,12 +78,20 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def grid(folder: Path, columns: Sequence[tuple[str, str]], instances: int, cell: int = 64) -> Image.Image:
-    """Rows: instances; columns: (title, image file stem) from `folder/images/<stem>-<i>.png`."""
-    canvas = Image.new("RGB", (cell * len(columns), cell * instances), "white")
-    for c, (_, stem) in enumerate(columns):
+def grid(folder: Path, columns: Sequence[tuple[str, str]], instances: int, cell: int = 64, gap: int = 4) -> Image.Image:
+    """Rows: instances; columns: (title, image file stem) from `folder/images/<stem>-<i>.png`, titled."""
+    from PIL import ImageDraw
+
+    head = 28
+    step = cell + gap
+    canvas = Image.new("RGB", (step * len(columns) + gap, head + step * instances + gap), "white")
+    draw = ImageDraw.Draw(canvas)
+    for c, (title, stem) in enumerate(columns):
+        x = gap + c * step
+        for k, line in enumerate(title.split(" + ")[:2]):
+            draw.text((x, 2 + 12 * k), line if k == 0 or " + " not in title else "+ " + line, fill="black")
         for i in range(instances):
             path = folder / "images" / f"{stem}-{i}.png"
             if path.is_file():
-                canvas.paste(Image.open(path).convert("RGB").resize((cell, cell), Image.NEAREST), (c * cell, i * cell))
+                canvas.paste(Image.open(path).convert("RGB").resize((cell, cell), Image.NEAREST), (x, head + i * step))
     return canvas
