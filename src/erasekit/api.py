@@ -24,7 +24,7 @@ from .erase.text import TextConceptConfig
 from .erase.trainer import CHECKPOINT_DIR, TrainConfig, make_accelerator
 from .errors import ConfigError
 from .eval.suite import Sampling
-from .evaluation import evaluate_erase
+from .evaluation import attack_erase, check_erase_attacks, evaluate_erase
 from .io import commit_dir, discard_dir, fingerprint_state_dict, portable, write_json
 from .pipelines.adapters import adapter_for
 from .pipelines.inference import dtype_name, torch_dtype
@@ -68,6 +68,7 @@ def run_erase(cfg: Configs) -> EraseResult:
     started, run = time.time(), cfg.run
     staging = prepare_staging(run, cfg.train)
     base, base_state = load_base(cfg)
+    check_erase_attacks(cfg, base)
     base_fingerprint = fingerprint_state_dict(base_state)
     accelerator = make_accelerator(cfg.train, staging)
     batch = effective_batch(cfg, accelerator)
@@ -85,7 +86,10 @@ def run_erase(cfg: Configs) -> EraseResult:
     torch.nn.Module.to(torch.nn.Module.to(denoiser, getattr(torch, stored)), adapter.denoiser.dtype)
     carry_mnemonic(run.pretrained_model_name_or_path, staging)
     metrics: dict[str, Any] = {"train": last, **({"refine": refined} if refined else {})}
-    report_path = evaluate_erase(cfg, adapter.with_denoiser(denoiser), base, concept, staging, metrics, accelerator)
+    erased = adapter.with_denoiser(denoiser)
+    report_path = evaluate_erase(cfg, erased, base, concept, staging, metrics, accelerator)
+    if run.attacks:
+        attack_erase(cfg, erased, base, concept, staging, metrics)
     record = erasure_record(cfg, base, adapter, denoiser, method, concept, delta, base_fingerprint, stored,
                             accelerator, batch, metrics, round((time.time() - started) / 60, 2))
     write_json(staging / "erasure.json", record)

@@ -12,8 +12,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from .attacks import AttackRun, get_attack
+from .attacks.run import attack_victims
+from .attacks.victim import Victim
 from .erase.build_task import sample_task
 from .erase.membership import membership_metrics
+from .errors import ConfigError
 from .eval.evaluate import Process, evaluate_pipes
 from .eval.report import format_summary
 from .eval.suite import EvalSuite, load_suite
@@ -56,6 +60,41 @@ def evaluate_erase(cfg: Configs, erased, base, concept: dict, staging: Path, met
         metrics.update(text_metrics(report["metrics"]))
     logger.info(format_summary(report))
     return staging / "report" / "report.md"
+
+
+ATTACK_KEYS = ("attack", "role", "threat_model", "asr", "pre_asr", "n", "ci95")
+
+
+def check_erase_attacks(cfg: Configs, base) -> None:
+    """Refuse, before any training, `attacks` that could not run on this erase at its end."""
+    run = cfg.run
+    if not run.attacks:
+        return
+    text = adapter_for(base).family != "class-conditional"
+    for name in run.attacks:
+        if "text" in get_attack(name).needs and not text:
+            raise ConfigError(f"'attacks' lists '{name}', which needs a text encoder; this model is class-conditional "
+                              "(use cce, soft, trajectory, random or seed_search)")
+    if text and run.eval_suite and not run.attack_concept_images:
+        raise ConfigError("'attacks' on a text-to-image erase judged by its eval_suite need real concept images; "
+                          "set 'attack_concept_images' to a folder of them")
+
+
+def attack_erase(cfg: Configs, erased, base, concept: dict, staging: Path, metrics: dict) -> None:
+    """The run's `attacks` on the erased model and its base, at their default budgets, into
+    `staging/attacks`; their summary rows go to `metrics["attacks"]` (and so to the card)."""
+    run = cfg.run
+    settings = AttackRun(model=str(run.output_dir), baseline=str(run.pretrained_model_name_or_path),
+                         attack=list(run.attacks), instances=run.attack_instances, output=str(staging / "attacks"),
+                         forget=list(concept.get("forget_classes") or []),
+                         forget_prompts=list(concept.get("forget_prompts") or []),
+                         suite=run.eval_suite, concept_images=run.attack_concept_images, num_inference_steps=cfg.eval.num_inference_steps,
+                         guidance_scale=cfg.eval.guidance_scale)
+    victims = {"erased": Victim(erased, "erased", settings.model, settings.num_inference_steps,
+                                settings.guidance_scale),
+               "base": Victim(base, "base", settings.baseline, settings.num_inference_steps, settings.guidance_scale)}
+    report = attack_victims(settings, {name: get_attack(name).config() for name in run.attacks}, victims)
+    metrics["attacks"] = [{k: row[k] for k in ATTACK_KEYS} for row in report["attacks"]]
 
 
 def text_erase_suite(cfg: Configs, concept: dict) -> EvalSuite:

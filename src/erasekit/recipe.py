@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .attacks import get_attack
 from .config import build_configs, check, load_yaml
 from .erase.class_data import ClassDataConfig
 from .erase.methods import METHODS, get_method
@@ -59,12 +60,21 @@ class EraseConfig:
                 "and retain prompts, e.g. configs/eval/nudity.yaml; in a recipe, relative to the recipe's folder"})
     save_dtype: str | None = field(default=None, metadata={
         "help": "dtype of the saved UNet: fp32, fp16 or bf16; null keeps the base's (frozen parts always do)"})
+    attacks: list[str] = field(default_factory=list, metadata={
+        "help": "attacks run on the erased model and its base after the evaluation, at their default budgets "
+                "(`erasekit attack --help`); their ASR goes into erasure.json and the model card"})
+    attack_instances: int = field(default=8, metadata={"help": "instances of each of those attacks"})
+    attack_concept_images: str | None = field(default=None, metadata={
+        "help": "folder of real concept images for those attacks; null: the bundled digits' held-out images"})
     overwrite: bool = field(default=False, metadata={"help": "replace an existing output_dir"})
 
     def __post_init__(self):
         check(self.save_dtype in (None, *DTYPES), "save_dtype", self.save_dtype, f"one of {', '.join(DTYPES)} or null")
         check(self.dtype in (None, *DTYPES), "dtype", self.dtype, f"one of {', '.join(DTYPES)} or null")
         check(bool(self.output_dir), "output_dir", self.output_dir, "a directory path")
+        check(self.attack_instances >= 1, "attack_instances", self.attack_instances, ">= 1")
+        for name in self.attacks:
+            get_attack(name)
         if self.eval_suite is not None and not Path(self.eval_suite).is_file():
             raise ConfigError(f"'eval_suite' is '{self.eval_suite}', which is not a file; give a suite YAML such as "
                               f"configs/eval/nudity.yaml (in a recipe, relative to the recipe's folder)")

@@ -47,8 +47,12 @@ def recorded_base(model: str) -> str | None:
 def load_victims(run: AttackRun) -> dict[str, Victim]:
     base = None if run.baseline == "none" else run.baseline or recorded_base(run.model)
     sources = {"erased": run.model, "base": base, "reference": run.reference}
-    victims = {role: Victim.load(src, role, run.num_inference_steps, run.guidance_scale)
-               for role, src in sources.items() if src}
+    return {role: Victim.load(src, role, run.num_inference_steps, run.guidance_scale)
+            for role, src in sources.items() if src}
+
+
+def check_victims(run: AttackRun, victims: dict[str, Victim]) -> None:
+    """One family; the concept named the way the family takes it; prompt attacks only where there is text."""
     erased = victims["erased"]
     if any(v.family != erased.family for v in victims.values()):
         raise ConfigError("the erased, base and reference models must be of one family; " + ", ".join(
@@ -61,7 +65,6 @@ def load_victims(run: AttackRun) -> dict[str, Victim]:
         if "text" in get_attack(name).needs and not erased.has_text:
             raise ConfigError(f"attack '{name}' needs a text encoder and {run.model} is class-conditional (it "
                               "has none); use cce, soft, trajectory, random or seed_search")
-    return victims
 
 
 def build_judge(run: AttackRun) -> ConceptJudge:
@@ -235,7 +238,12 @@ def attack(run: AttackRun | None = None, configs: dict | None = None, *, config_
     elif keys or config_file:
         raise ConfigError("pass either an AttackRun or keys (model=..., attack=[...]), not both")
     configs = {name: (configs or {}).get(name) or get_attack(name).config() for name in run.attack}
-    victims = load_victims(run)
+    return attack_victims(run, configs, load_victims(run))
+
+
+def attack_victims(run: AttackRun, configs: dict, victims: dict[str, Victim]) -> dict:
+    """`attack` on models already loaded ({role: Victim}); the erase's own attacks start here."""
+    check_victims(run, victims)
     judge = build_judge(run)
     erased = victims["erased"]
     instances = build_instances(run, erased.image_channels(), erased.resolution, judge.metric)

@@ -59,10 +59,18 @@ def eval_results(record: dict[str, Any]) -> list:
 
     after = record.get("metrics", {}).get("after") or {}
     concept = record["concept"].get("name", "concept")
-    return [EvalResult(task_type="unconditional-image-generation" if "forget_prompts" not in record["concept"]
-                       else "text-to-image", dataset_type="erasekit-generated", dataset_name=f"erasekit eval: {concept}",
-                       metric_type=key, metric_value=float(after[key]), metric_name=METRIC_NAMES[key])
-            for key in METRIC_NAMES if isinstance(after.get(key), (int, float))]
+    task = "unconditional-image-generation" if "forget_prompts" not in record["concept"] else "text-to-image"
+    out = [EvalResult(task_type=task, dataset_type="erasekit-generated", dataset_name=f"erasekit eval: {concept}",
+                      metric_type=key, metric_value=float(after[key]), metric_name=METRIC_NAMES[key])
+           for key in METRIC_NAMES if isinstance(after.get(key), (int, float))]
+    for row in record.get("metrics", {}).get("attacks") or []:  # attack success rates on the erased model
+        if row["role"] == "erased":
+            out.append(EvalResult(task_type=task, dataset_type="erasekit-attack",
+                                  dataset_name=f"erasekit attack: {concept}", metric_type=f"asr_{row['attack']}",
+                                  metric_value=float(row["asr"]),
+                                  metric_name=f"attack success rate, {row['attack']} ({row['threat_model']}; "
+                                              f"pre-attack {row['pre_asr']:.2f}, n {row['n']})"))
+    return out
 
 
 def _body(record: dict[str, Any], license_: str, source: str, grid: str | None) -> list[str]:
