@@ -209,6 +209,8 @@ def cmd_attack(args, rest) -> int:
     values, raw = _overrides(args, rest)
     run, configs = resolve_attack_configs(args.config, values, raw)
     report = attack(run, configs)
+    if not report:  # a non-main process of `accelerate launch`
+        return 0
     for row in report["attacks"]:
         excess = f", excess {row['excess_asr']:+.0%}" if "excess_asr" in row else ""
         print(f"{row['attack']:>11} on {row['role']:<9} ASR {row['asr']:.0%} (pre {row['pre_asr']:.0%}, "

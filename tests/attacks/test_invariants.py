@@ -108,3 +108,33 @@ def test_a_killed_run_continues_from_its_rows(tmp_path):
     resumed = (again / "attack.jsonl").read_text().splitlines()
     assert resumed[:3] == rows[:3] and len(resumed) == 4
     assert json.loads(resumed[3])["adversarial_ids"] == json.loads(rows[3])["adversarial_ids"]
+
+
+@pytest.mark.slow  # two processes under accelerate launch, about a minute on 2 cores
+def test_two_processes_give_the_rows_of_one(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    args = ["-m", "erasekit.cli", "attack", "--model", "bundled:digits-t2i", "--forget-prompts",
+            "a handwritten digit seven", "--attack", "random", "--attack", "uda", "--uda-steps", "2", "--instances", "3",
+            "--eval-images", "1", "--num-inference-steps", "4", "--baseline", "none"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, *args, "--output", str(tmp_path / "one")], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *args,
+                          "--output", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "two").glob("attack*.jsonl")) == ["attack-0.jsonl", "attack-1.jsonl"]
+
+    def rows(folder):
+        lines = [json.loads(x) for p in sorted(folder.glob("attack*.jsonl")) for x in p.read_text().splitlines()]
+        return sorted((r["attack"], r["instance"], r["adversarial_ids"], r["post_success"]) for r in lines)
+
+    assert rows(tmp_path / "one") == rows(tmp_path / "two") and len(rows(tmp_path / "one")) == 6
+    strip = [{k: v for k, v in r.items() if k != "wall_s_per_instance"}
+             for r in json.loads((tmp_path / "one" / "report.json").read_text())["attacks"]]
+    assert strip == [{k: v for k, v in r.items() if k != "wall_s_per_instance"}
+                     for r in json.loads((tmp_path / "two" / "report.json").read_text())["attacks"]]

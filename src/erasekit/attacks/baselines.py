@@ -34,7 +34,8 @@ class RandomAttack:
         if not victim.has_text:
             row = LabelRow(victim.denoiser, int(instance.target))
             table = victim.denoiser.class_embedding.weight.detach()
-            row.vector = torch.randn(table.shape[1], generator=generator) * table.std(0) + table.mean(0)
+            noise = torch.randn(table.shape[1], generator=generator).to(table.device, table.dtype)
+            row.vector = noise * table.std(0) + table.mean(0)
             return Adversary(instance.target, row, threat_model="embedding")
         check_context(victim.pipe, self.config.k, str(instance.target))
         tokenizer = next(iter(text_encoders(victim.pipe).values()))[0]

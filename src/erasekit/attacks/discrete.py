@@ -75,15 +75,15 @@ class UDAAttack:
         tokenizer = slots.encoders[next(iter(slots.encoders))][0]
         vocab = word_ids(tokenizer)
         names = shared_vocab(slots)
-        tables = {n: slots.table(n)[vocab].float() for n in names}
+        tables = {n: slots.table(n)[vocab.to(slots.table(n).device)].float() for n in names}
         generator = torch.Generator().manual_seed(instance.seed)
-        probs = torch.rand(config.k, len(vocab), generator=generator)
+        probs = torch.rand(config.k, len(vocab), generator=generator).to(victim.device)
         probs = (probs / probs.sum(-1, keepdim=True)).requires_grad_(True)
         prompt = f"{slots.text} {instance.target}"
         x0 = victim.latents(instance.images)
 
         def step_loss(step):
-            pick = torch.multinomial(probs.detach(), 1, generator=generator).squeeze(-1)
+            pick = torch.multinomial(probs.detach().cpu(), 1, generator=generator).squeeze(-1).to(probs.device)
             one_hot = F.one_hot(pick, len(vocab)).float() - probs.detach() + probs  # straight-through
             slots.vectors = {n: one_hot @ tables[n] for n in names}
             with slots.active():
@@ -91,7 +91,8 @@ class UDAAttack:
                 return victim.loss(cond, batch_of(instance, x0, config.batch_size, generator), generator)
 
         def current() -> Adversary:
-            return Adversary(**decode_prompt(tokenizer, vocab[probs.detach().argmax(-1)].tolist(), str(instance.target)))
+            return Adversary(**decode_prompt(tokenizer, vocab[probs.detach().argmax(-1).cpu()].tolist(),
+                                             str(instance.target)))
 
         def projected():
             probs.copy_(project_simplex(probs))
@@ -116,7 +117,7 @@ class P4DAttack:
         tokenizer = slots.encoders[next(iter(slots.encoders))][0]
         vocab = word_ids(tokenizer)
         names = shared_vocab(slots)
-        tables = {n: slots.table(n)[vocab].float() for n in names}
+        tables = {n: slots.table(n)[vocab.to(slots.table(n).device)].float() for n in names}
         first = tables[names[0]]
         soft = slots.initial(names[0]).requires_grad_(True)
         prompt = f"{slots.text} {instance.target}"
@@ -132,7 +133,7 @@ class P4DAttack:
             pick = nearest()
             slots.vectors = {n: tables[n][pick] + (soft - soft.detach() if n == names[0] else 0) for n in names}
             batch = victim.noisy(batch_of(instance, x0, config.batch_size, generator), generator)
-            rows = torch.zeros(batch.z_t.shape[0], dtype=torch.long)
+            rows = torch.zeros(batch.z_t.shape[0], dtype=torch.long, device=batch.z_t.device)
             with torch.no_grad():
                 goal = base.predict(batch.z_t, batch.t, {k: v[rows] for k, v in base_cond.items()})
             with slots.active():
@@ -141,7 +142,7 @@ class P4DAttack:
             return F.mse_loss(pred.float(), goal.float())
 
         def current() -> Adversary:
-            return Adversary(**decode_prompt(tokenizer, vocab[nearest()].tolist(), str(instance.target)))
+            return Adversary(**decode_prompt(tokenizer, vocab[nearest().cpu()].tolist(), str(instance.target)))
 
         steps, losses = optimise([soft], config, step_loss,
                                  (lambda: context.check(current())) if context.check else None)

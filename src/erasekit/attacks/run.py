@@ -19,6 +19,7 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from ..errors import ConfigError
+from ..eval.evaluate import Process
 from ..eval.measure import to_pil
 from ..eval.suite import EvalSuite, load_suite
 from ..io import check_output_free, commit_dir, portable, staging_dir, write_json, write_text
@@ -44,10 +45,10 @@ def recorded_base(model: str) -> str | None:
     return json.loads(record.read_text()).get("base_model") if record.is_file() else None
 
 
-def load_victims(run: AttackRun) -> dict[str, Victim]:
+def load_victims(run: AttackRun, device="cpu") -> dict[str, Victim]:
     base = None if run.baseline == "none" else run.baseline or recorded_base(run.model)
     sources = {"erased": run.model, "base": base, "reference": run.reference}
-    return {role: Victim.load(src, role, run.num_inference_steps, run.guidance_scale)
+    return {role: Victim.load(src, role, run.num_inference_steps, run.guidance_scale, device)
             for role, src in sources.items() if src}
 
 
@@ -99,11 +100,23 @@ def append_row(path: Path, row: dict) -> None:
 
 class Runner:
     def __init__(self, run: AttackRun, configs: dict, victims: dict[str, Victim], judge: ConceptJudge, instances,
-                 staging: Path):
+                 staging: Path, process: Process | None = None):
         self.run, self.configs, self.victims, self.judge, self.staging = run, configs, victims, judge, staging
         self.instances = instances
+        self.process = process or Process()
         for sub in ("images", "embeddings"):
             (staging / sub).mkdir(exist_ok=True)
+
+    def rows(self, stem: str) -> list[dict]:
+        """Every process's rows of `stem` (pre or attack), from a run of any number of processes."""
+        return [row for path in sorted(self.staging.glob(f"{stem}*.jsonl")) for row in read_rows(path)]
+
+    def own(self, stem: str) -> Path:
+        """This process's file: `stem.jsonl` alone, `stem-<rank>.jsonl` under `accelerate launch`."""
+        return self.staging / (f"{stem}.jsonl" if self.process.world == 1 else f"{stem}-{self.process.rank}.jsonl")
+
+    def mine(self, items: list) -> list:
+        return [item for k, item in enumerate(items) if k % self.process.world == self.process.rank]
 
     def judged(self, images, prompt, label) -> tuple[list[dict], float, bool, bool]:
         scores = self.judge(images, str(prompt), label)
@@ -114,20 +127,20 @@ class Runner:
         to_pil(images[0]).save(self.staging / "images" / f"{stem}.png")
 
     def pre(self) -> dict[tuple[str, int], dict]:
-        path = self.staging / "pre.jsonl"
-        done = {(r["role"], r["instance"]): r for r in read_rows(path)}
-        for role, victim in self.victims.items():
-            for instance, label in self.instances:
-                if (role, instance.index) in done:
-                    continue
+        """Each model without attack on every instance's evaluation seeds (shared out among processes)."""
+        path = self.own("pre")
+        done = {(r["role"], r["instance"]): r for r in self.rows("pre")}
+        items = [(role, victim, instance, label) for role, victim in self.victims.items()
+                 for instance, label in self.instances]
+        for role, victim, instance, label in self.mine(items):
+            if (role, instance.index) not in done:
                 images = victim.generate(instance.target, instance.eval_seeds)
                 scores, rate, success, _ = self.judged(images, instance.target, label)
                 self.save_first(images, f"{role}-plain-{instance.index}")
-                row = {"role": role, "instance": instance.index, "success": success, "image_rate": rate,
-                       "scores": scores}
-                append_row(path, row)
-                done[(role, instance.index)] = row
-        return done
+                append_row(path, {"role": role, "instance": instance.index, "success": success,
+                                  "image_rate": rate, "scores": scores})
+        self.process.barrier()
+        return {(r["role"], r["instance"]): r for r in self.rows("pre")}
 
     def selection_check(self, victim: Victim, instance: Instance, label):
         def check(adversary: Adversary) -> bool:
@@ -173,26 +186,30 @@ class Runner:
                 "embedding": self.save_embedding(adversary, stem), **adversary.extra}
 
     def attack_all(self, pre: dict) -> list[dict]:
-        path = self.staging / "attack.jsonl"
-        rows = read_rows(path)
-        done = {(r["attack"], r["role"], r["instance"]) for r in rows}
-        todo = [(name, role, inst, label) for name in self.run.attack for role in self.victims
-                for inst, label in self.instances if (name, role, inst.index) not in done]
-        with Progress(len(rows) + len(todo), "attack", initial=len(rows), unit="instance") as progress:
+        """Every attack on every model and instance (shared out among processes); all rows, on return."""
+        path = self.own("attack")
+        done = {(r["attack"], r["role"], r["instance"]) for r in self.rows("attack")}
+        items = [(name, role, inst, label) for name in self.run.attack for role in self.victims
+                 for inst, label in self.instances]
+        todo = [item for item in self.mine(items) if (item[0], item[1], item[2].index) not in done]
+        total = len(self.mine(items))
+        with Progress(total, "attack", initial=total - len(todo), unit="instance", enabled=self.process.main) as bar:
             for name, role, instance, label in todo:
-                row = self.attack_row(name, role, instance, label, pre)
-                append_row(path, row)
-                rows.append(row)
-                progress.update(1, attack=name, role=role)
-        return rows
+                append_row(path, self.attack_row(name, role, instance, label, pre))
+                bar.update(1, attack=name, role=role)
+        self.process.barrier()
+        return self.rows("attack")
 
 
-def open_staging(run: AttackRun, configs: dict) -> Path:
+def open_staging(run: AttackRun, configs: dict, process: Process) -> Path:
     """The staging folder of `run.output`; one left by a killed run with the same settings is continued."""
     output = check_output_free(run.output, run.overwrite, "output")
     staging = staging_dir(output)
     settings = json.loads(json.dumps(settings_of(run, configs), default=str))
     marker = staging / "attack-settings.json"
+    if not process.main:
+        process.barrier()  # the main process checks and creates it
+        return staging
     if marker.is_file():
         if json.loads(marker.read_text()) != settings:
             raise ConfigError(f"an interrupted attack run with other settings is in {staging}; delete it, or rerun "
@@ -201,6 +218,7 @@ def open_staging(run: AttackRun, configs: dict) -> Path:
     else:
         staging.mkdir(parents=True, exist_ok=True)
         write_json(marker, settings)
+    process.barrier()
     return staging
 
 
@@ -238,11 +256,15 @@ def attack(run: AttackRun | None = None, configs: dict | None = None, *, config_
     elif keys or config_file:
         raise ConfigError("pass either an AttackRun or keys (model=..., attack=[...]), not both")
     configs = {name: (configs or {}).get(name) or get_attack(name).config() for name in run.attack}
-    return attack_victims(run, configs, load_victims(run))
+    process = Process.current()
+    return attack_victims(run, configs, load_victims(run, process.device), process)
 
 
-def attack_victims(run: AttackRun, configs: dict, victims: dict[str, Victim]) -> dict:
-    """`attack` on models already loaded ({role: Victim}); the erase's own attacks start here."""
+def attack_victims(run: AttackRun, configs: dict, victims: dict[str, Victim], process: Process | None = None) -> dict:
+    """`attack` on models already loaded ({role: Victim}); the erase's own attacks start here. Under
+    `accelerate launch` every process takes its share of the rows and only the main one writes the
+    report (the others return an empty dict)."""
+    process = process or Process()
     check_victims(run, victims)
     judge = build_judge(run)
     erased = victims["erased"]
@@ -252,9 +274,11 @@ def attack_victims(run: AttackRun, configs: dict, victims: dict[str, Victim]) ->
         for target in {instance.target for instance, _ in instances}:
             if check is not None and erased.has_text:
                 check(erased.pipe, str(target))
-    staging = open_staging(run, configs)
-    runner = Runner(run, configs, victims, judge, instances, staging)
+    staging = open_staging(run, configs, process)
+    runner = Runner(run, configs, victims, judge, instances, staging, process)
     rows = runner.attack_all(runner.pre())
+    if not process.main:
+        return {}
     report = build_report(runner, rows, configs)
     columns = [(role, f"{role}-plain") for role in ("base", "erased") if role in victims]
     columns += [(f"{role} + {name}", f"{role}-{name}") for name in run.attack for role in ("erased", "reference")

@@ -37,7 +37,7 @@ class TrajectoryConfig:
 
 def _guided(victim, z, t, cond, null, guidance):
     n = z.shape[0]
-    rows = torch.zeros(n, dtype=torch.long)
+    rows = torch.zeros(n, dtype=torch.long, device=z.device)
     if guidance == 1.0:
         return victim.predict(z, t.expand(n), take(cond, rows))
     both = {k: torch.cat([take(cond, rows)[k], take(null, rows)[k]]) for k in cond}
@@ -49,12 +49,12 @@ def _guided(victim, z, t, cond, null, guidance):
 def denoise_from(victim, x0: torch.Tensor, level: float, cond, null, guidance: float, steps: int,
                  generator: torch.Generator) -> torch.Tensor:
     """`x0` (latents) noised to `level`, then denoised to a sample under `cond` (CFG against `null`)."""
-    noise = torch.randn(x0.shape, generator=generator)
+    noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
     if victim.flow_matching:
         sigmas = torch.linspace(level, 0.0, max(2, round(steps * level)) + 1)
         z = (1 - level) * x0 + level * noise
         for s, s_next in zip(sigmas[:-1], sigmas[1:]):
-            v = _guided(victim, z, (s * 1000).reshape(1), cond, null, guidance)
+            v = _guided(victim, z, (s * 1000).reshape(1).to(z.device), cond, null, guidance)
             z = z + (s_next - s) * v
         return z
     scheduler = DDIMScheduler.from_config(victim.pipe.scheduler.config)
@@ -63,7 +63,7 @@ def denoise_from(victim, x0: torch.Tensor, level: float, cond, null, guidance: f
     timesteps = [t for t in scheduler.timesteps if t <= start]
     z = scheduler.add_noise(x0, noise, timesteps[0].reshape(1))
     for t in timesteps:
-        pred = _guided(victim, z, t.reshape(1), cond, null, guidance)
+        pred = _guided(victim, z, t.reshape(1).to(z.device), cond, null, guidance)
         z = scheduler.step(pred, t, z, use_clipped_model_output=True).prev_sample
     return z
 

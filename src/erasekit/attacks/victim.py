@@ -28,8 +28,12 @@ def take(cond: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, torch.T
 class Victim:
     """A frozen pipeline (`role` erased, base or reference) with its adapter and sampling settings."""
 
-    def __init__(self, pipe, role: str, source: str, steps: int | None = None, guidance: float | None = None):
+    def __init__(self, pipe, role: str, source: str, steps: int | None = None, guidance: float | None = None,
+                 device=None):
         self.pipe, self.role, self.source = pipe, role, source
+        if device is not None:
+            pipe.to(device)
+        self.device = pipe.device
         self.adapter = adapter_for(pipe)
         pipe.set_progress_bar_config(disable=True)
         for part in pipe.components.values():
@@ -42,8 +46,9 @@ class Victim:
         self.resolution = self.adapter.default_resolution()
 
     @classmethod
-    def load(cls, source: str, role: str, steps=None, guidance=None) -> Victim:
-        return cls(load_pipeline(source, device="cpu"), role, source, steps, guidance)
+    def load(cls, source: str, role: str, steps=None, guidance=None, device="cpu") -> Victim:
+        """Every component from `source`, in float32 on CPU, else in the denoiser's stored dtype."""
+        return cls(load_pipeline(source, device=device), role, source, steps, guidance, device)
 
     @property
     def family(self) -> str:
@@ -71,13 +76,14 @@ class Victim:
     # -- training signal ---------------------------------------------------------------------------
     def latents(self, images: torch.Tensor) -> torch.Tensor:
         """Images (N, C, H, W) in [-1, 1] at the model's resolution to the denoiser's input space."""
-        return self.adapter.encode_images(images, "cpu", None)
+        return self.adapter.encode_images(images, self.device, None).to(self.device)
 
     def conditions(self, targets: Sequence[str | int]) -> dict[str, torch.Tensor]:
         """One row per prompt (text models) or label (class-conditional), under the caller's grad mode."""
         if not self.has_text:
-            return {"class_labels": torch.tensor([int(t) for t in targets])}
-        return self.adapter.conditions([str(t) for t in targets], "cpu", None, self.resolution)
+            return {"class_labels": torch.tensor([int(t) for t in targets], device=self.device)}
+        cond = self.adapter.conditions([str(t) for t in targets], self.device, None, self.resolution)
+        return {k: v.to(self.device) for k, v in cond.items()}
 
     def predict(self, z_t, t, cond) -> torch.Tensor:
         return self.adapter.predict(self.denoiser, z_t, t, cond)
@@ -89,13 +95,13 @@ class Victim:
         """The adapter's diffusion loss of `x0` under `cond` (one row, or one per sample)."""
         batch = self.noisy(x0, generator, levels)
         if next(iter(cond.values())).shape[0] == 1 and x0.shape[0] > 1:
-            cond = take(cond, torch.zeros(x0.shape[0], dtype=torch.long))
+            cond = take(cond, torch.zeros(x0.shape[0], dtype=torch.long, device=x0.device))
         return F.mse_loss(self.predict(batch.z_t, batch.t, cond).float(), batch.target.float())
 
     def decode(self, latents: torch.Tensor) -> list:
         """Sampled latents to judge-ready images (as `generate` returns them)."""
         if not self.has_text:
-            return list(latents.float().clamp(-1, 1).unbind(0))
+            return list(latents.float().clamp(-1, 1).cpu().unbind(0))
         return self.adapter.decode_samples(latents, "pil")
 
     # -- generation --------------------------------------------------------------------------------
