@@ -65,43 +65,56 @@ class P4DConfig(OptimSettings, PrefixTokens):
         check(self.k >= 1, "k", self.k, ">= 1")
 
 
+class PrefixSearch:
+    """`k` prefix tokens before an instance's prompt, over the first tokenizer's whole-word vocabulary: the
+    placeholder slots, each sharing encoder's embedding table of those words, the instance's latents."""
+
+    def __init__(self, victim, instance: Instance, k: int):
+        self.slots = TextSlots(victim.pipe, k, avoid=str(instance.target))
+        self.tokenizer = self.slots.encoders[next(iter(self.slots.encoders))][0]
+        self.vocab = word_ids(self.tokenizer)
+        self.names = shared_vocab(self.slots)
+        self.tables = {n: self.slots.table(n)[self.vocab.to(self.slots.table(n).device)].float() for n in self.names}
+        self.target = str(instance.target)
+        self.prompt = f"{self.slots.text} {self.target}"
+        self.x0 = victim.latents(instance.images)
+        self.generator = torch.Generator().manual_seed(instance.seed)
+
+    def adversary(self, picks: torch.Tensor) -> Adversary:
+        """The real prompt of vocabulary positions `picks` (k) before the instance's prompt."""
+        return Adversary(**decode_prompt(self.tokenizer, self.vocab[picks.cpu()].tolist(), self.target))
+
+    def search(self, params, settings, step_loss, current, context: Context, **optim) -> Adversary:
+        check = (lambda: context.check(current())) if context.check else None
+        steps, losses = optimise(params, settings, step_loss, check, **optim)
+        adversary = current()
+        adversary.steps, adversary.extra = steps, {"final_loss": losses[-1]}
+        return adversary
+
+
 class UDAAttack:
     def __init__(self, config: UDAConfig):
         self.config = config
 
     def run(self, victim, instance: Instance, context: Context) -> Adversary:
-        config = self.config
-        slots = TextSlots(victim.pipe, config.k, avoid=str(instance.target))
-        tokenizer = slots.encoders[next(iter(slots.encoders))][0]
-        vocab = word_ids(tokenizer)
-        names = shared_vocab(slots)
-        tables = {n: slots.table(n)[vocab.to(slots.table(n).device)].float() for n in names}
-        generator = torch.Generator().manual_seed(instance.seed)
-        probs = torch.rand(config.k, len(vocab), generator=generator).to(victim.device)
+        config, search = self.config, PrefixSearch(victim, instance, self.config.k)
+        generator = search.generator
+        probs = torch.rand(config.k, len(search.vocab), generator=generator).to(victim.device)
         probs = (probs / probs.sum(-1, keepdim=True)).requires_grad_(True)
-        prompt = f"{slots.text} {instance.target}"
-        x0 = victim.latents(instance.images)
 
         def step_loss(step):
             pick = torch.multinomial(probs.detach().cpu(), 1, generator=generator).squeeze(-1).to(probs.device)
-            one_hot = F.one_hot(pick, len(vocab)).float() - probs.detach() + probs  # straight-through
-            slots.vectors = {n: one_hot @ tables[n] for n in names}
-            with slots.active():
-                cond = victim.conditions([prompt])
-                return victim.loss(cond, batch_of(instance, x0, config.batch_size, generator), generator)
-
-        def current() -> Adversary:
-            return Adversary(**decode_prompt(tokenizer, vocab[probs.detach().argmax(-1).cpu()].tolist(),
-                                             str(instance.target)))
+            one_hot = F.one_hot(pick, len(search.vocab)).float() - probs.detach() + probs  # straight-through
+            search.slots.vectors = {n: one_hot @ search.tables[n] for n in search.names}
+            with search.slots.active():
+                cond = victim.conditions([search.prompt])
+                return victim.loss(cond, batch_of(instance, search.x0, config.batch_size, generator), generator)
 
         def projected():
             probs.copy_(project_simplex(probs))
 
-        steps, losses = optimise([probs], config, step_loss, (lambda: context.check(current())) if context.check
-                                 else None, weight_decay=config.weight_decay, after_step=projected)
-        adversary = current()
-        adversary.steps, adversary.extra = steps, {"final_loss": losses[-1]}
-        return adversary
+        return search.search([probs], config, step_loss, lambda: search.adversary(probs.detach().argmax(-1)),
+                             context, weight_decay=config.weight_decay, after_step=projected)
 
 
 class P4DAttack:
@@ -109,20 +122,13 @@ class P4DAttack:
         self.config = config
 
     def run(self, victim, instance: Instance, context: Context) -> Adversary:
-        config = self.config
-        base = context.baseline or victim
+        config, base = self.config, context.baseline or victim
         if not base.has_text:
             raise ConfigError("p4d needs a text-to-image base model; pass --baseline")
-        slots = TextSlots(victim.pipe, config.k, avoid=str(instance.target))
-        tokenizer = slots.encoders[next(iter(slots.encoders))][0]
-        vocab = word_ids(tokenizer)
-        names = shared_vocab(slots)
-        tables = {n: slots.table(n)[vocab.to(slots.table(n).device)].float() for n in names}
-        first = tables[names[0]]
-        soft = slots.initial(names[0]).requires_grad_(True)
-        prompt = f"{slots.text} {instance.target}"
-        x0 = victim.latents(instance.images)
-        generator = torch.Generator().manual_seed(instance.seed)
+        search = PrefixSearch(victim, instance, config.k)
+        first_name = search.names[0]
+        first = search.tables[first_name]
+        soft = search.slots.initial(first_name).requires_grad_(True)
         with torch.no_grad():
             base_cond = base.conditions([instance.target])
 
@@ -131,24 +137,19 @@ class P4DAttack:
 
         def step_loss(step):
             pick = nearest()
-            slots.vectors = {n: tables[n][pick] + (soft - soft.detach() if n == names[0] else 0) for n in names}
-            batch = victim.noisy(batch_of(instance, x0, config.batch_size, generator), generator)
+            search.slots.vectors = {n: search.tables[n][pick] + (soft - soft.detach() if n == first_name else 0)
+                                    for n in search.names}
+            x0 = batch_of(instance, search.x0, config.batch_size, search.generator)
+            batch = victim.noisy(x0, search.generator)
             rows = torch.zeros(batch.z_t.shape[0], dtype=torch.long, device=batch.z_t.device)
             with torch.no_grad():
                 goal = base.predict(batch.z_t, batch.t, {k: v[rows] for k, v in base_cond.items()})
-            with slots.active():
-                cond = victim.conditions([prompt])
+            with search.slots.active():
+                cond = victim.conditions([search.prompt])
                 pred = victim.predict(batch.z_t, batch.t, {k: v[rows] for k, v in cond.items()})
             return F.mse_loss(pred.float(), goal.float())
 
-        def current() -> Adversary:
-            return Adversary(**decode_prompt(tokenizer, vocab[nearest().cpu()].tolist(), str(instance.target)))
-
-        steps, losses = optimise([soft], config, step_loss,
-                                 (lambda: context.check(current())) if context.check else None)
-        adversary = current()
-        adversary.steps, adversary.extra = steps, {"final_loss": losses[-1]}
-        return adversary
+        return search.search([soft], config, step_loss, lambda: search.adversary(nearest()), context)
 
 
 register_attack("uda", UDAConfig, UDAAttack, threat_model="prompt", needs=("text",))
