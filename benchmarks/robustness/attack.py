@@ -31,14 +31,14 @@ def jobs(work: Path) -> list[tuple[str, list[str]]]:
     for c in CLASSES:
         models = [("base", "bundled:digits-cfg")] + [(m, str(work / f"digits-{m}-{c}")) for m in DIGIT_METHODS]
         digits.append([(f"digits-{method}-{c}-s{seed}", [
-            "--model", model, "--forget", str(c), "--seed", str(seed), "--baseline", "none",
+            "--model", model, "--forget", str(c), "--seed", str(seed), "--attack-base", "false",
             *[x for a in DIGIT_ATTACKS for x in ("--attack", a)]]) for seed in SEEDS for method, model in models])
     for w in WORDS:
         models = [("base", "bundled:digits-t2i"), ("retrain", str(work / "refs" / f"digits-t2i-without-{w}"))]
         models += [(m, str(work / f"t2i-{m}-{w}")) for m in T2I_METHODS]
         words.append([(f"t2i-{method}-{w}-s{seed}", [
             "--model", model, "--forget-prompts", f"a handwritten digit {w}", "--seed", str(seed),
-            "--baseline", "none", "--transfer-prompts", f"a handwritten {w}",
+            "--attack-base", "false", "--transfer-prompts", f"a handwritten {w}",
             "--transfer-prompts", f"the number {w} written by hand",
             *[x for a in T2I_ATTACKS for x in ("--attack", a)]]) for seed in T2I_SEEDS for method, model in models])
     ordered = [job for i, group in enumerate(digits) for job in group + (words[i] if i < len(words) else [])]

@@ -35,7 +35,7 @@ def main() -> None:
     for model, name, target in CASES:
         with tempfile.TemporaryDirectory() as tmp:
             started = time.time()
-            attack(AttackRun(model=model, attack=[name], baseline="none", instances=args.instances,
+            attack(AttackRun(model=model, attack=[name], attack_base=False, instances=args.instances,
                              output=str(Path(tmp) / "out"), **target))
             total = time.time() - started
             lines = [json.loads(x) for x in (Path(tmp) / "out" / "attack.jsonl").read_text().splitlines()]

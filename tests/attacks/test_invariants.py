@@ -118,7 +118,7 @@ def test_two_processes_give_the_rows_of_one(tmp_path):
 
     args = ["-m", "erasekit.cli", "attack", "--model", "bundled:digits-t2i", "--forget-prompts",
             "a handwritten digit seven", "--attack", "random", "--attack", "uda", "--uda-steps", "2", "--instances", "3",
-            "--eval-images", "1", "--num-inference-steps", "4", "--baseline", "none"]
+            "--eval-images", "1", "--num-inference-steps", "4", "--attack-base", "false"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run([sys.executable, *args, "--output", str(tmp_path / "one")], env=env, capture_output=True,
                          text=True, timeout=600)

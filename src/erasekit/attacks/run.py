@@ -46,7 +46,7 @@ def recorded_base(model: str) -> str | None:
 
 
 def load_victims(run: AttackRun, device="cpu") -> dict[str, Victim]:
-    base = None if run.baseline == "none" else run.baseline or recorded_base(run.model)
+    base = (run.baseline or recorded_base(run.model)) if run.attack_base else None
     sources = {"erased": run.model, "base": base, "reference": run.reference}
     return {role: Victim.load(src, role, run.num_inference_steps, run.guidance_scale, device)
             for role, src in sources.items() if src}

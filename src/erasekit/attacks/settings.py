@@ -23,8 +23,9 @@ class AttackRun:
     model: str | None = field(default=None, metadata={"help": "the erased model (directory, Hub id, bundled:NAME)"})
     attack: list[str] = field(default_factory=list, metadata={"help": "attack names (repeat the flag for several)"})
     baseline: str | None = field(default=None, metadata={
-        "help": "the base model, attacked as a sanity check; null: the base named in the model's erasure.json; "
-                "none: no base"})
+        "help": "the base model, attacked as a sanity check; null: the base named in the model's erasure.json"})
+    attack_base: bool = field(default=True, metadata={
+        "help": "also attack the base model (false: the erased and reference models only)"})
     reference: str | None = field(default=None, metadata={
         "help": "a model retrained without the concept: excess ASR = erased - reference"})
     forget: list[int] = field(default_factory=list, metadata={"help": "class-conditional: the erased labels"})
