@@ -19,8 +19,8 @@ from .erase.saliency import compute_saliency_mask
 from .erase.text import TextConceptConfig
 from .erase.trainer import TrainConfig
 from .errors import ConfigError, ErasekitError
-from .eval.evaluate import evaluate
 from .eval.suite import EvalSuite, Sampling
+from .evaluation import evaluate
 from .pipelines.loading import bundled_path, load_pipeline
 from .recipe import EraseConfig
 from .version import __version__

@@ -23,6 +23,7 @@ from .errors import ConfigError, ErasekitError
 from .eval.evaluate import run_eval
 from .eval.grids import class_grid
 from .eval.suite import EvalSuite, Sampling, load_suite
+from .evaluation import SuiteAttacks
 from .io import atomic_file, check_output_free
 from .pipelines.delta import apply_delta_to_pipeline
 from .pipelines.hub import push_to_hub
@@ -197,7 +198,8 @@ def cmd_eval(args, rest) -> int:
         suite = load_suite(suite_path, values, raw)
     else:
         suite = build_configs({"suite": EvalSuite}, values, "command line", raw)["suite"]
-    report = run_eval(cmd.model, cmd.baseline, suite, cmd.output, cmd.overwrite, variant=cmd.variant)
+    report = run_eval(cmd.model, cmd.baseline, suite, cmd.output, cmd.overwrite, variant=cmd.variant,
+                      attacks=SuiteAttacks())
     if report.report:  # empty on the non-main processes of a multi-process run
         print(report.summary())
         if report.report_dir:

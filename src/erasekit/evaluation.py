@@ -8,19 +8,23 @@ unlearning run gets the loss-based membership test instead.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 from .attacks import AttackRun, get_attack
-from .attacks.run import attack_victims
+from .attacks.registry import ATTACKS
+from .attacks.run import attack_victims, prepare
 from .attacks.victim import Victim
 from .erase.build_task import sample_task
 from .erase.membership import membership_metrics
 from .errors import ConfigError
-from .eval.evaluate import Process, evaluate_pipes
+from .eval.evaluate import EvalReport, Process, evaluate_pipes
+from .eval.evaluate import evaluate as evaluate_suite
 from .eval.report import format_summary
-from .eval.suite import EvalSuite, load_suite
+from .eval.suite import EvalSuite, build_records, load_suite
 from .io import fingerprint_state_dict, portable, write_json, write_text
 from .pipelines.adapters import adapter_for
 from .pipelines.inference import torch_dtype
@@ -95,6 +99,64 @@ def attack_erase(cfg: Configs, erased, base, concept: dict, staging: Path, metri
                "base": Victim(base, "base", settings.baseline, settings.num_inference_steps, settings.guidance_scale)}
     report = attack_victims(settings, {name: get_attack(name).config() for name in run.attacks}, victims)
     metrics["attacks"] = [{k: row[k] for k in ATTACK_KEYS} for row in report["attacks"]]
+
+
+class SuiteAttacks:
+    """An eval suite's `attacks`: on the evaluated model (role erased), its baseline (base) and the suite's
+    `attack_reference`, at each attack's default budget, judged by the suite's first metric, into the
+    eval's `attacks/` folder (resumed with the eval)."""
+
+    def run_settings(self, pipes: dict, suite: EvalSuite, output: Path, identity: dict) -> AttackRun:
+        adapter = adapter_for(pipes["model"])
+        text = adapter.family != "class-conditional"
+        targets = sorted({r.prompt for r in build_records(suite, adapter) if r.group == "target"}) if text else []
+        if text and not targets:
+            raise ConfigError("the suite's 'attacks' need its target prompts; set 'prompts' (or 'prompts_csv')")
+        if not text and not suite.forget:
+            raise ConfigError("the suite's 'attacks' need the erased classes; set 'forget' (e.g. --forget 3)")
+        return AttackRun(model=identity["model"], attack=list(suite.attacks), baseline=identity.get("baseline"),
+                         attack_base="base" in pipes,
+                         reference=suite.attack_reference, forget=[] if text else list(suite.forget),
+                         forget_prompts=targets, concept_images=suite.attack_concept_images, output=str(output),
+                         instances=suite.attack_instances, num_inference_steps=suite.num_inference_steps,
+                         guidance_scale=suite.guidance_scale, classifier=suite.classifier,
+                         judge=suite.metrics[0] if suite.metrics else ("clip" if text else "classifier"))
+
+    def victims(self, pipes: dict, run: AttackRun, device=None) -> dict[str, Victim]:
+        roles = {"erased": ("model", run.model), "base": ("base", run.baseline)}
+        out = {role: Victim(pipes[side], role, source, run.num_inference_steps, run.guidance_scale, device)
+               for role, (side, source) in roles.items() if side in pipes}
+        if run.reference:
+            out["reference"] = Victim.load(run.reference, "reference", run.num_inference_steps, run.guidance_scale,
+                                           device or "cpu")
+        return out
+
+    def check(self, pipes: dict, suite: EvalSuite) -> None:
+        unknown = [name for name in suite.attacks if name not in ATTACKS]
+        if unknown:
+            raise ConfigError(f"the suite's 'attacks' lists '{unknown[0]}', which is not an attack; registered: "
+                              f"{', '.join(sorted(ATTACKS))} (fix --attacks or the suite file)")
+        run = self.run_settings(pipes, suite, Path(os.devnull), {"model": "model", "baseline": "base"})
+        configs = {name: get_attack(name).config() for name in run.attack}
+        prepare(run, configs, self.victims(pipes, dataclasses.replace(run, reference=None)), suite)
+
+    def __call__(self, pipes: dict, suite: EvalSuite, folder: Path, process: Process, identity: dict):
+        done = folder / "attacks" / "report.json"
+        if not done.is_file():  # else finished before the eval was interrupted
+            run = self.run_settings(pipes, suite, folder / "attacks", identity)
+            attack_victims(run, {name: get_attack(name).config() for name in run.attack},
+                           self.victims(pipes, run, process.device), process, suite)
+        process.barrier()
+        return json.loads(done.read_text())["attacks"] if process.main else None
+
+
+def evaluate(model, baseline=None, suite: EvalSuite | str | os.PathLike | None = None,
+             output_dir: str | os.PathLike | None = None, overwrite: bool = False, variant: str | None = None,
+             **settings) -> EvalReport:
+    """`erasekit.eval.evaluate.evaluate` (its arguments), with the suite's `attacks` run on the model, the
+    baseline and `attack_reference`: their rows in report.json's `attacks`, their outputs in `attacks/`."""
+    return evaluate_suite(model, baseline, suite, output_dir, overwrite, variant, attacks=SuiteAttacks(),
+                          **settings)
 
 
 def text_erase_suite(cfg: Configs, concept: dict) -> EvalSuite:

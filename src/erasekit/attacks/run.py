@@ -68,8 +68,10 @@ def check_victims(run: AttackRun, victims: dict[str, Victim]) -> None:
                               "has none); use cce, soft, trajectory, random or seed_search")
 
 
-def build_judge(run: AttackRun) -> ConceptJudge:
-    suite = load_suite(run.suite) if run.suite else EvalSuite(classifier=run.classifier)
+def build_judge(run: AttackRun, suite: EvalSuite | None = None) -> ConceptJudge:
+    """The judge `run.judge` (else the suite's first metric, else the classifier) with the settings of
+    `suite`, else of the `run.suite` file."""
+    suite = suite or (load_suite(run.suite) if run.suite else EvalSuite(classifier=run.classifier))
     metric = run.judge or (suite.metrics[0] if suite.metrics else "classifier")
     suite = dataclasses.replace(suite, metrics=[metric])
     if metric == "clip" and not suite.concept:
@@ -260,20 +262,28 @@ def attack(run: AttackRun | None = None, configs: dict | None = None, *, config_
     return attack_victims(run, configs, load_victims(run, process.device), process)
 
 
-def attack_victims(run: AttackRun, configs: dict, victims: dict[str, Victim], process: Process | None = None) -> dict:
-    """`attack` on models already loaded ({role: Victim}); the erase's own attacks start here. Under
-    `accelerate launch` every process takes its share of the rows and only the main one writes the
-    report (the others return an empty dict)."""
-    process = process or Process()
+def prepare(run: AttackRun, configs: dict, victims: dict[str, Victim], suite: EvalSuite | None = None):
+    """The judge and the instances; refuses, before anything is written, what cannot run."""
     check_victims(run, victims)
-    judge = build_judge(run)
+    judge = build_judge(run, suite)
     erased = victims["erased"]
     instances = build_instances(run, erased.image_channels(), erased.resolution, judge.metric)
-    for name in run.attack:  # refuse settings that cannot fit before anything is written
+    for name in run.attack:
         check = getattr(configs[name], "check_model", None)
         for target in {instance.target for instance, _ in instances}:
             if check is not None and erased.has_text:
                 check(erased.pipe, str(target))
+    return judge, instances
+
+
+def attack_victims(run: AttackRun, configs: dict, victims: dict[str, Victim], process: Process | None = None,
+                   suite: EvalSuite | None = None) -> dict:
+    """`attack` on models already loaded ({role: Victim}); the erase's and the eval suite's attacks start
+    here (`suite`: judge settings given as a suite rather than `run.suite`). Under `accelerate launch`
+    every process takes its share of the rows and only the main one writes the report (the others
+    return an empty dict)."""
+    process = process or Process()
+    judge, instances = prepare(run, configs, victims, suite)
     staging = open_staging(run, configs, process)
     runner = Runner(run, configs, victims, judge, instances, staging, process)
     rows = runner.attack_all(runner.pre())

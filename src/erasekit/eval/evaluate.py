@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from accelerate import PartialState
@@ -84,6 +84,17 @@ class Process:
     def barrier(self) -> None:
         if self.world > 1:
             PartialState().wait_for_everyone()
+
+
+class AttackHook(Protocol):
+    """How the evaluator runs a suite's `attacks` without importing the attack package (which sits above it)."""
+
+    def check(self, pipes: dict, suite: EvalSuite) -> None:
+        """Refuse attacks that cannot run on these pipes, before anything is written."""
+
+    def __call__(self, pipes: dict, suite: EvalSuite, folder: Path, process: Process,
+                 identity: dict) -> list[dict] | None:
+        """Run them into `folder/attacks` (every process takes part); the report rows on the main process."""
 
 
 def detector_tools(suite: EvalSuite) -> dict:
@@ -159,9 +170,11 @@ def plan(pipes: dict, suite: EvalSuite):
 
 
 def evaluate_pipes(pipes: dict, suite: EvalSuite, folder: Path, identity: dict, process: Process,
-                   autocast_dtype=None) -> dict | None:
+                   autocast_dtype=None, attacks: AttackHook | None = None) -> dict | None:
     """Generate the suite with each pipe into `folder`, and (on the main process) measure and write
-    report.json, results.jsonl, report.md and grid.png there. `pipes` maps "model" (and "base") to pipelines."""
+    report.json, results.jsonl, report.md and grid.png there. `pipes` maps "model" (and "base") to pipelines.
+    The suite's `attacks` run through `attacks` (every process takes part); its rows become the report's
+    `attacks` section."""
 
     suite, records, adapter = plan(pipes, suite)
     sides = [s for s in ("base", "model") if s in pipes]
@@ -173,6 +186,7 @@ def evaluate_pipes(pipes: dict, suite: EvalSuite, folder: Path, identity: dict, 
                            suite.resolution, process.rank, process.world, autocast_dtype, desc=f"evaluate: generate {side}")
         place(pipe, "cpu")
     process.barrier()
+    attack_rows = attacks(pipes, suite, folder, process, identity) if suite.attacks else None
     if not process.main:
         return None
     results, metrics = measure_run(folder / "images", sides, suite, records, adapter)
@@ -185,6 +199,8 @@ def evaluate_pipes(pipes: dict, suite: EvalSuite, folder: Path, identity: dict, 
         "images_per_model": len(records), "processes": process.world}, "metrics": metrics}
     if metrics.get("classes"):
         report["settings"]["real_data"] = REAL_DATA
+    if attack_rows is not None:
+        report["attacks"] = attack_rows
     write_json(folder / "report.json", report)
     with open(folder / "results.jsonl", "w") as f:
         for side in sides:
@@ -212,12 +228,17 @@ def _open_staging(output_dir: Path, suite: EvalSuite, identity: dict, overwrite:
 
 
 def run_eval(model, baseline, suite: EvalSuite, output_dir: str | os.PathLike | None,
-             overwrite: bool = False, variant: str | None = None) -> EvalReport:
+             overwrite: bool = False, variant: str | None = None, attacks: AttackHook | None = None) -> EvalReport:
     """Generate the suite with `model` (and `baseline`, on identical records), measure, write the report.
 
     Without `output_dir` the images go to a temporary directory that is removed afterwards. Under
     `accelerate launch`, only the main process returns a report (the others return an empty one).
+    A suite that lists `attacks` needs `attacks`, the hook that runs them (`erasekit.evaluate` and
+    `erasekit eval` pass the attack package's).
     """
+    if suite.attacks and attacks is None:
+        raise ConfigError("this suite lists 'attacks'; run it with erasekit.evaluate or `erasekit eval`, which "
+                          "run attacks")
 
     process = Process.current()
     dtype = DTYPES[suite.dtype] if suite.dtype else None
@@ -228,18 +249,20 @@ def run_eval(model, baseline, suite: EvalSuite, output_dir: str | os.PathLike | 
     identity = {"model": portable(str(model)), "baseline": portable(str(baseline)) if baseline is not None else None,
                 "fingerprints": {n: fingerprint_state_dict(adapter_for(p).denoiser.state_dict())
                                  for n, p in pipes.items()}}
-    plan(pipes, suite)  # bad settings fail here, before anything is written
+    planned = plan(pipes, suite)[0]  # bad settings fail here, before anything is written
+    if suite.attacks:
+        attacks.check(pipes, planned)
     if output_dir is None:
         folder = Path(tempfile.mkdtemp(prefix="erasekit-eval-"))
         try:
-            report = evaluate_pipes(pipes, suite, folder, identity, Process(device=process.device))
+            report = evaluate_pipes(pipes, suite, folder, identity, Process(device=process.device), attacks=attacks)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         return EvalReport(report, None)
     output_dir = Path(output_dir)
     staging = _open_staging(output_dir, suite, identity, overwrite, process.main)
     process.barrier()
-    report = evaluate_pipes(pipes, suite, staging, identity, process)
+    report = evaluate_pipes(pipes, suite, staging, identity, process, attacks=attacks)
     if report is None:
         return EvalReport({}, None)
     commit_dir(staging, output_dir, overwrite)
@@ -248,7 +271,7 @@ def run_eval(model, baseline, suite: EvalSuite, output_dir: str | os.PathLike | 
 
 def evaluate(model, baseline=None, suite: EvalSuite | str | os.PathLike | None = None,
              output_dir: str | os.PathLike | None = None, overwrite: bool = False, variant: str | None = None,
-             **settings) -> EvalReport:
+             attacks: AttackHook | None = None, **settings) -> EvalReport:
     """Evaluate a model, optionally against its base under the same records and seeds.
 
     Args:
@@ -267,4 +290,4 @@ def evaluate(model, baseline=None, suite: EvalSuite | str | os.PathLike | None =
         if unknown:
             raise ConfigError(f"unknown eval setting '{unknown[0]}'; valid settings: {', '.join(sorted(known))}")
         suite = EvalSuite(**{**(asdict(suite) if suite else {}), **settings})
-    return run_eval(model, baseline, suite, output_dir, overwrite, variant)
+    return run_eval(model, baseline, suite, output_dir, overwrite, variant, attacks)

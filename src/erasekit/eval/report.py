@@ -79,6 +79,17 @@ def headline_rows(metrics: dict) -> list[tuple[str, Any, Any]]:
     return rows
 
 
+def attack_lines(rows: list[dict] | None) -> list[str]:
+    """The suite's attacks, one line per attack and model: ASR, pre-ASR, n, and excess over the reference."""
+    out = []
+    for row in rows or []:
+        excess = f", excess {row['excess_asr']:+.0%} over the reference" if row.get("excess_asr") is not None else ""
+        out.append(f"attack {row['attack']} ({row['threat_model']}) on {row['role']}: ASR {row['asr']:.0%} "
+                   f"(pre {row['pre_asr']:.0%}, n {row['n']}, 95% CI {row['ci95'][0]:.0%}-{row['ci95'][1]:.0%})"
+                   f"{excess}")
+    return out
+
+
 def format_summary(report: dict) -> str:
     """A plain-text table for the terminal: the headline figures, then (text-to-image) the retain images'
     pixel change against the base; says so when no judge was configured."""
@@ -93,6 +104,7 @@ def format_summary(report: dict) -> str:
             rows.append(("retain: pixel change vs base (MAE)", 0.0, mae))
     lines = [f"{'metric':<40}{'before':>10}{'after':>10}{'change':>10}"]
     lines += [f"{label[:39]:<40}{_fmt(b):>10}{_fmt(a):>10}{_change(b, a):>10}" for label, b, a in rows]
+    lines += attack_lines(report.get("attacks"))
     if not judged:
         lines.append("no judge ran: name one with 'metrics' in the suite (erase: 'eval_suite', e.g. "
                      "configs/eval/nudity.yaml)")
@@ -206,5 +218,9 @@ def write_report(folder: Path, report: dict, records, suite, sides: list[str]) -
             fd = collateral.get("fd")
             lines.append(f"| Fréchet distance | {_fmt(fd) if fd is not None else 'not reported: ' + collateral['fd_skipped']} |")
         lines.append("")
+    if report.get("attacks"):
+        lines += ["## Attacks", "", "What an attacker holding the weights brings back (attacks/report.md has every "
+                  "row, the learned embeddings and the grid):", "", *[f"- {line}" for line in
+                                                                     attack_lines(report["attacks"])], ""]
     lines += ["## Settings", "", "```json", json.dumps(settings, indent=2, default=str), "```", ""]
     return write_text(folder / "report.md", "\n".join(lines))

@@ -84,9 +84,18 @@ class EvalSuite(Sampling):
                 "the denoiser's stored dtype on GPU"})
     allow_pickle: bool = field(default=False, metadata={
         "help": "also load pickle-based weights (.ckpt, .bin, .pt): they can run code; only for trusted files"})
+    attacks: list[str] = field(default_factory=list, metadata={
+        "help": "attacks (erasekit attack's names) run on the model and the baseline after the evaluation, "
+                "judged by this suite's first metric; ASR in report.json's 'attacks'"})
+    attack_instances: int = field(default=8, metadata={"help": "instances of each attack"})
+    attack_concept_images: str | None = field(default=None, metadata={
+        "help": "folder of real concept images for the attacks; null: the bundled digits' held-out images"})
+    attack_reference: str | None = field(default=None, metadata={
+        "help": "a model retrained without the concept, attacked too: excess ASR = model - reference"})
 
     def __post_init__(self):
         super().__post_init__()
+        check(self.attack_instances >= 1, "attack_instances", self.attack_instances, ">= 1")
         unknown = [m for m in self.metrics or [] if m not in METRICS]
         check(not unknown, "metrics", self.metrics, f"a list drawn from {', '.join(METRICS)}")
         check(0 < self.nudenet_threshold < 1, "nudenet_threshold", self.nudenet_threshold, "in (0, 1)")
@@ -98,7 +107,7 @@ class EvalSuite(Sampling):
 
 # Keys naming files. In a suite file they are relative to that file; on the command line, to the
 # working directory, as a user types them. open_clip tags ("openai") are not paths and stay as they are.
-FILE_KEYS = ("prompts_csv", "classifier_weights", "clip_pretrained")
+FILE_KEYS = ("prompts_csv", "classifier_weights", "clip_pretrained", "attack_concept_images")
 _LOCAL_DIR = "local-dir:"
 
 
