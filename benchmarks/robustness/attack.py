@@ -9,13 +9,10 @@ the work folder.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-from models import CLASSES, DIGIT_METHODS, ROOT, T2I_METHODS, WORDS
+from lanes import run_in_lanes
+from models import CLASSES, DIGIT_METHODS, T2I_METHODS, WORDS
 
 DIGIT_ATTACKS = ("cce", "soft", "trajectory", "random", "seed_search")
 T2I_ATTACKS = ("uda", "p4d", "ringabell", "cce", "soft", "trajectory", "random", "seed_search", "transfer")
@@ -58,26 +55,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(args.work).resolve()
     (work / "attacks").mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    running: list = []
-    while True:
-        todo = [(n, a) for n, a in jobs(work) if not (work / "attacks" / f"{n}.log").exists()]
-        if not todo and not running:
-            return
-        for name, cmd in [(n, a) for n, a in todo if ready(a)][: max(0, args.lanes - len(running))]:
-            try:
-                log = open(work / "attacks" / f"{name}.log", "x")
-            except FileExistsError:
-                continue
-            running.append((subprocess.Popen([sys.executable, "-m", "erasekit.cli", *cmd], cwd=ROOT, env=env,
-                                             stdout=log, stderr=subprocess.STDOUT), name, time.time()))
-        time.sleep(5)
-        for item in list(running):
-            if item[0].poll() is not None:
-                running.remove(item)
-                print(f"{item[1]}: exit {item[0].returncode} in {time.time() - item[2]:.0f} s", flush=True)
-        if not running and todo and not any(ready(a) for _, a in todo):
-            time.sleep(30)  # waiting for models.py
+    run_in_lanes(lambda: jobs(work), work / "attacks", args.lanes, ready)
 
 
 if __name__ == "__main__":

@@ -7,13 +7,10 @@ word) and the exact-unlearning references, with the shipped recipes. Skips model
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from lanes import ROOT, run_in_lanes
+
 CLASSES = (3, 5, 8)
 DIGIT_METHODS = {
     "salun": ["--config", "configs/digits.yaml"],
@@ -64,25 +61,8 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    todo = [(o, a) for o, a in commands(work) if not (o.exists() or o.is_symlink())]  # a link: built elsewhere
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    running: list[tuple[subprocess.Popen, Path, float]] = []
-    while todo or running:
-        while todo and len(running) < args.lanes:
-            output, cmd = todo.pop(0)
-            try:  # claimed by creating its log: several drivers can share one work folder
-                log = open(work / f"{output.name}.log", "x")
-            except FileExistsError:
-                continue
-            proc = subprocess.Popen([sys.executable, "-m", "erasekit.cli", *cmd], cwd=ROOT, env=env, stdout=log,
-                                    stderr=subprocess.STDOUT)
-            running.append((proc, output, time.time()))
-        time.sleep(5)
-        for item in list(running):
-            proc, output, started = item
-            if proc.poll() is not None:
-                running.remove(item)
-                print(f"{output.name}: exit {proc.returncode} in {time.time() - started:.0f} s", flush=True)
+    run_in_lanes(lambda: [(o.name, a) for o, a in commands(work) if not (o.exists() or o.is_symlink())],
+                 work, args.lanes)  # a link: built elsewhere
 
 
 if __name__ == "__main__":

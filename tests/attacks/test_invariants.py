@@ -112,21 +112,13 @@ def test_a_killed_run_continues_from_its_rows(tmp_path):
 
 @pytest.mark.slow  # two processes under accelerate launch, about a minute on 2 cores
 def test_two_processes_give_the_rows_of_one(tmp_path):
-    import os
-    import subprocess
-    import sys
+    from launch import run_python
 
     args = ["-m", "erasekit.cli", "attack", "--model", "bundled:digits-t2i", "--forget-prompts",
             "a handwritten digit seven", "--attack", "random", "--attack", "uda", "--uda-steps", "2", "--instances", "3",
             "--eval-images", "1", "--num-inference-steps", "4", "--attack-base", "false"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, *args, "--output", str(tmp_path / "one")], env=env, capture_output=True,
-                         text=True, timeout=600)
-    assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *args,
-                          "--output", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=600)
-    assert two.returncode == 0, two.stderr[-2000:]
+    run_python([*args, "--output", str(tmp_path / "one")], tmp_path)
+    run_python([*args, "--output", str(tmp_path / "two")], tmp_path, processes=2)
     assert sorted(p.name for p in (tmp_path / "two").glob("attack*.jsonl")) == ["attack-0.jsonl", "attack-1.jsonl"]
 
     def rows(folder):

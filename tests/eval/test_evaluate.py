@@ -3,9 +3,6 @@ recomputation, resume and sharding for both families, one report schema."""
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -14,6 +11,7 @@ from erasekit.eval.evaluate import EVAL_SCHEMA, run_eval
 from erasekit.eval.measure import Judge, load_images
 from erasekit.eval.suite import EvalSuite, build_records, load_suite
 from erasekit.pipelines.generation import read_manifest
+from launch import run_python
 from tiny import tiny_sd_pipeline
 
 SUITE = dict(name="tiny", prompts_csv=None, prompts=["a photo of a church"], retain_prompts=["a photo of a house"],
@@ -125,14 +123,8 @@ def test_two_processes_generate_the_same_images_as_one(models, class_models, tmp
     suite_file.write_text(json.dumps({**SUITE, "metrics": ["classifier"]} if family == "text-to-image" else CLASS_SUITE))
     images = 9 if family == "text-to-image" else 20
     args = ["-m", "erasekit.cli", "eval", "--model", str(model), "--baseline", str(base), "--suite", str(suite_file)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, *args, "--output", str(tmp_path / "one")], env=env, capture_output=True,
-                         text=True, timeout=600)
-    assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *args,
-                          "--output", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=600)
-    assert two.returncode == 0, two.stderr[-2000:]
+    run_python([*args, "--output", str(tmp_path / "one")], tmp_path)
+    run_python([*args, "--output", str(tmp_path / "two")], tmp_path, processes=2)
     for side in ("base", "model"):
         a, b = _digest(tmp_path / "one" / "images" / side), _digest(tmp_path / "two" / "images" / side)
         assert a == b and len(a) == images
