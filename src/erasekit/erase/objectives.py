@@ -49,3 +49,47 @@ def remap_loss(predict: Predict, noisy: NoisyBatch, cond: Any, anchor_cond: Any)
     with torch.no_grad():
         anchor = predict(noisy.z_t, noisy.t, anchor_cond).detach()
     return mse(predict(noisy.z_t, noisy.t, cond), anchor)
+
+
+def project_to_simplex(v: torch.Tensor) -> torch.Tensor:
+    """Each row of `v` (B, K) projected (L2) onto the probability simplex (Duchi et al. 2008)."""
+    k = v.shape[1]
+    u, _ = torch.sort(v, dim=1, descending=True)
+    cssv = u.cumsum(1) - 1
+    index = torch.arange(1, k + 1, device=v.device, dtype=v.dtype)
+    rho = ((u - cssv / index) > 0).to(v.dtype).mul(index).argmax(1, keepdim=True)
+    theta = cssv.gather(1, rho) / (rho + 1).to(v.dtype)
+    return (v - theta).clamp_min(0)
+
+
+def mixture_posterior(conditional: torch.Tensor, unconditional: torch.Tensor, iters: int = 200) -> torch.Tensor:
+    """A model's posterior over its K conditions at z_t, read from its own predictions.
+
+    A CFG-trained model's unconditional prediction is the mixture of its conditional ones weighted by
+    p(c | z_t) (the score of a mixture). Per sample, the simplex point whose mixture of `conditional`
+    (K, B, ...) is nearest `unconditional` (B, ...) in least squares, by projected gradient descent in
+    float64: (B, K), deterministic.
+    """
+    k, b = conditional.shape[:2]
+    p = conditional.reshape(k, b, -1).transpose(0, 1).double()  # (B, K, D)
+    y = unconditional.reshape(b, -1).double()
+    gram = p @ p.transpose(1, 2)
+    lin = (p @ y.unsqueeze(2)).squeeze(2)
+    step = 1.0 / gram.diagonal(dim1=1, dim2=2).sum(1, keepdim=True).clamp_min(1e-12)  # 1 / trace >= 1 / L
+    pi = torch.full((b, k), 1.0 / k, dtype=torch.float64, device=p.device)
+    for _ in range(iters):
+        grad = (gram @ pi.unsqueeze(2)).squeeze(2) - lin
+        pi = project_to_simplex(pi - step * grad)
+    return pi
+
+
+def retain_mixture_target(conditional: torch.Tensor, unconditional: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """The unconditional prediction of the data with the forget conditions removed: the conditional
+    predictions of the kept conditions (`keep`, a (K,) bool) weighted by the model's posterior renormalised
+    over them (uniform where the posterior puts no mass on any). `conditional` is (K, B, ...)."""
+    pi = mixture_posterior(conditional, unconditional)[:, keep]
+    mass = pi.sum(1, keepdim=True)
+    pi = torch.where(mass > 1e-6, pi / mass.clamp_min(1e-12), torch.full_like(pi, 1.0 / pi.shape[1]))
+    kept = conditional[keep].double()
+    weights = pi.transpose(0, 1).reshape(kept.shape[:2] + (1,) * (kept.dim() - 2))
+    return (weights * kept).sum(0).to(conditional.dtype)

@@ -11,13 +11,13 @@ from ...config import check
 from ..objectives import remap_loss
 from ..registry import register_method
 from ..tasks import Sampler
-from .shared import RetainSettings, ScopedMethod
+from .shared import NullBranchSettings, RetainSettings, ScopedMethod
 
 RETAIN_TARGETS = ("noise", "teacher")
 
 
 @dataclass
-class RLConfig(RetainSettings):
+class RLConfig(RetainSettings, NullBranchSettings):
     """Random-label remapping on all weights in scope (SalUn's ablation without a mask)."""
 
     target_label: int | None = field(default=None, metadata={"help": "fixed remap class (overrides remap)"})
@@ -30,6 +30,7 @@ class RLConfig(RetainSettings):
 
     def __post_init__(self):
         super().__post_init__()
+        NullBranchSettings.__post_init__(self)
         check(self.remap in ("random", "farthest"), "remap", self.remap, "random or farthest")
         check(self.retain_target in RETAIN_TARGETS, "retain_target", self.retain_target, " or ".join(RETAIN_TARGETS))
 
@@ -49,7 +50,12 @@ class RLMethod(ScopedMethod):
         forget_loss = remap_loss(predict, noisy, forget.cond, sampler.anchor(forget.cond))
         retain_loss = self.retain_loss(denoiser, sampler)
         loss = forget_loss + self.config.alpha * retain_loss
-        return loss, {"loss": loss.item(), "forget_loss": forget_loss.item(), "retain_loss": retain_loss.item()}
+        logs = {"forget_loss": forget_loss.item(), "retain_loss": retain_loss.item()}
+        if self.null_target != "none":
+            null_loss = self.null_branch_loss(denoiser, sampler, noisy, forget.cond)
+            loss = loss + self.config.null_weight * null_loss
+            logs["null_loss"] = null_loss.item()
+        return loss, {"loss": loss.item(), **logs}
 
 
 register_method("rl", config_cls=RLConfig, method_cls=RLMethod,

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from ...config import check
-from ..objectives import diffusion_loss, mse
+from ..objectives import diffusion_loss, mse, retain_mixture_target
 from ..registry import SINGLE, Method, Shard
 from ..saliency import parameters_in_scope
 from ..tasks import ConditionTask, Sampler
@@ -46,6 +46,24 @@ class RetainSettings(DiffusionSettings):
         check(self.alpha >= 0, "alpha", self.alpha, ">= 0")
 
 
+NULL_TARGETS = ("none", "retain-mixture", "anchor")
+
+
+@dataclass
+class NullBranchSettings:
+    """The unconditional branch on forget samples: left as it is (the papers), or trained to a target."""
+
+    null_target: str = field(default="none", metadata={
+        "help": "target of the unconditional prediction on noised forget samples: none (untrained, as the papers), "
+                "retain-mixture (the base's predictions under the kept conditions, weighted by its own posterior "
+                "at z_t: the score of the data without the concept) or anchor (the base under the remap target)"})
+    null_weight: float = field(default=1.0, metadata={"help": "weight of the null-branch term (null_target)"})
+
+    def __post_init__(self):
+        check(self.null_target in NULL_TARGETS, "null_target", self.null_target, ", ".join(NULL_TARGETS))
+        check(self.null_weight >= 0, "null_weight", self.null_weight, ">= 0")
+
+
 class ScopedMethod(Method):
     """A method that trains every weight its `config.scope` selects, with an optional retain term."""
 
@@ -60,8 +78,12 @@ class ScopedMethod(Method):
         return getattr(self.config, "retain_target", "noise") == "teacher"
 
     @property
+    def null_target(self) -> str:
+        return getattr(self.config, "null_target", "none")
+
+    @property
     def needs_teacher(self) -> bool:
-        return self.retain_to_teacher
+        return self.retain_to_teacher or self.null_target != "none"
 
     def prepare(self, denoiser, task: ConditionTask, generator: torch.Generator, shard: Shard = SINGLE,
                 teacher=None) -> None:
@@ -81,3 +103,26 @@ class ScopedMethod(Method):
         with torch.no_grad():
             target = sampler.task.predict(self.teacher, noisy.z_t, noisy.t, cond)
         return mse(sampler.task.predict(denoiser, noisy.z_t, noisy.t, cond), target)
+
+    def null_branch_loss(self, denoiser, sampler: Sampler, noisy, cond: torch.Tensor) -> torch.Tensor:
+        """`||f(z_t | null) - sg(target)||^2` on the noised forget batch, the target as `null_target` says."""
+        task = sampler.task
+        with torch.no_grad():
+            if self.null_target == "anchor":
+                target = task.predict(self.teacher, noisy.z_t, noisy.t, sampler.anchor(cond))
+            else:
+                target = retain_mixture_prediction(self.teacher, task, noisy)
+        return mse(task.predict(denoiser, noisy.z_t, noisy.t, task.null_cond(cond)), target)
+
+
+def retain_mixture_prediction(teacher, task: ConditionTask, noisy) -> torch.Tensor:
+    """The teacher's unconditional prediction with the forget conditions taken out of its mixture
+    (`objectives.retain_mixture_target`), from one batched call under every forget and kept condition."""
+    ids = task.condition_ids("forget") + task.condition_ids("retain")
+    b, k = noisy.z_t.shape[0], len(ids)
+    z, t = noisy.z_t.repeat(k, *[1] * (noisy.z_t.dim() - 1)), noisy.t.repeat(k)
+    cond = torch.as_tensor(ids, device=z.device).repeat_interleave(b)
+    conditional = task.predict(teacher, z, t, cond).reshape(k, b, *noisy.z_t.shape[1:])
+    unconditional = task.predict(teacher, noisy.z_t, noisy.t, task.null_cond(cond[:b]))
+    keep = torch.tensor([i >= len(task.condition_ids("forget")) for i in range(k)], device=z.device)
+    return retain_mixture_target(conditional, unconditional, keep)
