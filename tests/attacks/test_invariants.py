@@ -78,6 +78,10 @@ def test_cce_embeddings_load_as_a_textual_inversion_and_give_the_same_images(tmp
       "--uda-k", "20"], "free tokens"),
     (["--model", "bundled:digits-cfg", "--forget", "3", "--attack", "cce", "--concept-images", "EMPTY"], "holds no images"),
     (["--model", "bundled:digits-cfg", "--forget", "3", "--attack", "cce", "--uda-k", "2"], "not run here"),
+    (["--model", "bundled:digits-cfg", "--forget", "3", "--attack", "random", "--attack-base", "false",
+      "--reference", "bundled:digits-t2i"], "of one family"),
+    (["--model", "bundled:digits-t2i", "--forget-prompts", "a handwritten digit seven", "--attack", "random",
+      "--judge", "clip"], "needs the suite's 'concept'"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(args, words, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
