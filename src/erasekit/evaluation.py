@@ -122,13 +122,17 @@ class SuiteAttacks:
                          guidance_scale=suite.guidance_scale, classifier=suite.classifier,
                          judge=suite.metrics[0] if suite.metrics else ("clip" if text else "classifier"))
 
+    reference: Victim | None = None  # loaded once, by `check`, before anything is generated
+
     def victims(self, pipes: dict, run: AttackRun, device=None) -> dict[str, Victim]:
         roles = {"erased": ("model", run.model), "base": ("base", run.baseline)}
         out = {role: Victim(pipes[side], role, source, run.num_inference_steps, run.guidance_scale, device)
                for role, (side, source) in roles.items() if side in pipes}
         if run.reference:
-            out["reference"] = Victim.load(run.reference, "reference", run.num_inference_steps, run.guidance_scale,
-                                           device or "cpu")
+            if self.reference is None:
+                self.reference = Victim.load(run.reference, "reference", run.num_inference_steps,
+                                             run.guidance_scale, device or "cpu")
+            out["reference"] = self.reference
         return out
 
     def check(self, pipes: dict, suite: EvalSuite) -> None:
@@ -138,7 +142,8 @@ class SuiteAttacks:
                               f"{', '.join(sorted(ATTACKS))} (fix --attacks or the suite file)")
         run = self.run_settings(pipes, suite, Path(os.devnull), {"model": "model", "baseline": "base"})
         configs = {name: get_attack(name).config() for name in run.attack}
-        prepare(run, configs, self.victims(pipes, dataclasses.replace(run, reference=None)), suite)
+        # the reference is loaded here, on the process's device: a missing one or one of another family fails now
+        prepare(run, configs, self.victims(pipes, run, Process.current().device), suite)
 
     def __call__(self, pipes: dict, suite: EvalSuite, folder: Path, process: Process, identity: dict):
         done = folder / "attacks" / "report.json"

@@ -42,10 +42,12 @@ def test_suite_attacks_land_in_the_eval_report_and_survive_an_interruption(tmp_p
     assert (out / "attacks" / "report.json").stat().st_mtime_ns == attack_report
 
 
-@pytest.mark.parametrize("attack, message", [("nope", "not an attack"), ("uda", "needs a text encoder")])
-def test_suite_attacks_that_cannot_run_are_refused_before_anything_is_written(tmp_path, capsys, attack, message):
+@pytest.mark.parametrize("extra, message", [
+    (["--attacks", "nope"], "not an attack"), (["--attacks", "uda"], "needs a text encoder"),
+    (["--attacks", "random", "--attack-reference", "bundled:digits-t2i"], "of one family")])
+def test_suite_attacks_that_cannot_run_are_refused_before_anything_is_written(tmp_path, capsys, extra, message):
     out = tmp_path / "eval"
-    assert main(["eval", "--model", "bundled:digits-cfg", *SUITE, "--attacks", attack, "--output", str(out)]) == 2
+    assert main(["eval", "--model", "bundled:digits-cfg", *SUITE, *extra, "--output", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0] and "Traceback" not in err[0]
     assert not list(tmp_path.iterdir())

@@ -118,11 +118,12 @@ class ScopedMethod(Method):
 def retain_mixture_prediction(teacher, task: ConditionTask, noisy) -> torch.Tensor:
     """The teacher's unconditional prediction with the forget conditions taken out of its mixture
     (`objectives.retain_mixture_target`), from one batched call under every forget and kept condition."""
-    ids = task.condition_ids("forget") + task.condition_ids("retain")
+    forget = task.condition_ids("forget")
+    ids = forget + task.condition_ids("retain")
     b, k = noisy.z_t.shape[0], len(ids)
     z, t = noisy.z_t.repeat(k, *[1] * (noisy.z_t.dim() - 1)), noisy.t.repeat(k)
     cond = torch.as_tensor(ids, device=z.device).repeat_interleave(b)
     conditional = task.predict(teacher, z, t, cond).reshape(k, b, *noisy.z_t.shape[1:])
     unconditional = task.predict(teacher, noisy.z_t, noisy.t, task.null_cond(cond[:b]))
-    keep = torch.tensor([i >= len(task.condition_ids("forget")) for i in range(k)], device=z.device)
+    keep = torch.arange(k, device=z.device) >= len(forget)
     return retain_mixture_target(conditional, unconditional, keep)
