@@ -1,13 +1,19 @@
 """The null-branch target (`null_target`): the posterior read from a model's own predictions, the mixture
 of the kept conditions, and an erase that trains the unconditional branch on forget samples."""
 
+import copy
 import json
 
 import pytest
 import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
 
 import erasekit
+from erasekit.erase.methods import ESDConfig, ESDMethod, RLConfig, RLMethod, shared
+from erasekit.erase.methods.shared import retain_mixture_prediction as mixture_prediction
 from erasekit.erase.objectives import mixture_posterior, project_to_simplex, retain_mixture_target
+from erasekit.erase.tasks import Sampler
 from erasekit.errors import ConfigError
 
 
@@ -35,17 +41,103 @@ def test_the_target_is_the_kept_conditions_mixture_renormalised():
     assert torch.allclose(only_forget, (conditional[1] + conditional[2]) / 2, atol=1e-4)
 
 
-@pytest.mark.parametrize("target", ["retain-mixture", "anchor"])
-def test_an_erase_trains_the_null_branch_when_asked(tmp_path, target):
+@pytest.mark.parametrize("target", ["retain-mixture", "anchor", "base"])
+def test_an_erase_trains_the_null_branch_when_asked(tmp_path, monkeypatch, target):
+    sizes = []
+
+    def counted(teacher, task, noisy):
+        sizes.append(noisy.z_t.shape[0])
+        return mixture_prediction(teacher, task, noisy)
+
+    monkeypatch.setattr(shared, "retain_mixture_prediction", counted)
     out = tmp_path / "out"
     erasekit.erase("configs/digits.yaml", forget=[3], output_dir=str(out), null_target=target, null_weight=0.5,
-                   max_steps=2, saliency_passes=1, evaluate=False, log_every=1)
+                   null_batch_size=5, max_steps=2, saliency_passes=1, evaluate=False, log_every=1,
+                   null_guidance=1.0 if target == "base" else 0.0)  # base unguided is the student at step 0
     logs = [json.loads(x) for x in (out / "logs.jsonl").read_text().splitlines() if "null_loss" in x]
     assert len(logs) == 2 and all(r["null_loss"] > 0 for r in logs)
+    assert sizes == ([5, 5] if target == "retain-mixture" else [])  # the teacher sees the sub-batch only
     record = json.loads((out / "erasure.json").read_text())
     assert f'"null_target": "{target}"' in json.dumps(record)
+
+
+def _mask(tmp_path, name, **overrides) -> dict[str, torch.Tensor]:
+    out = tmp_path / name
+    erasekit.erase("configs/digits.yaml", forget=[3], output_dir=str(out), max_steps=1, saliency_passes=1,
+                   evaluate=False, **overrides)
+    return load_file(out / "mask.safetensors")
+
+
+def test_the_saliency_counts_the_null_branch_only_when_it_is_trained(tmp_path):
+    plain = _mask(tmp_path, "plain")
+    conditional = _mask(tmp_path, "conditional", null_target="anchor", saliency_branches="conditional")
+    both = _mask(tmp_path, "both", null_target="anchor")
+    assert plain.keys() == both.keys()
+    assert all(torch.equal(plain[k], conditional[k]) for k in plain)
+    changed = sum(int((plain[k] != both[k]).sum()) for k in plain)
+    total = sum(v.numel() for v in plain.values())
+    assert 0 < changed < total
+    # both masks keep the same share of the weights
+    assert sum(int(v.sum()) for v in both.values()) == sum(int(v.sum()) for v in plain.values())
 
 
 def test_a_bad_null_target_names_the_field():
     with pytest.raises(ConfigError, match="null_target"):
         erasekit.SalUnConfig(null_target="everything")
+
+
+@pytest.mark.parametrize(("target_name", "guidance"), [("anchor", 0.0), ("anchor", 1.5), ("base", 3.0)])
+def test_the_null_term_is_the_target_distance_on_a_forget_sub_batch_below_the_level(tiny_pipe, tiny_task,
+                                                                                   target_name, guidance):
+    unet = tiny_pipe.unet
+    teacher = copy.deepcopy(unet).requires_grad_(False)
+    with torch.no_grad():  # a student that differs from its teacher
+        unet.conv_out.bias.add_(0.3)
+    config = RLConfig(batch_size=6, alpha=0.5, null_target=target_name, null_weight=2.0, null_batch_size=3,
+                      null_max_level=0.4, null_guidance=guidance)
+    method = RLMethod(config)
+    method.prepare(unet, tiny_task, torch.Generator().manual_seed(0), teacher=teacher)
+    loss, logs = method.compute_loss(unet, Sampler(tiny_task, torch.Generator().manual_seed(5), "cpu"))
+
+    replay = Sampler(tiny_task, torch.Generator().manual_seed(5), "cpu")
+    predict = lambda model, z, t, c: model(z, t, class_labels=c).sample  # noqa: E731
+    forget = replay.forget(6)
+    noisy = replay.noisy(forget.x0)
+    with torch.no_grad():
+        forget_loss = F.mse_loss(predict(unet, noisy.z_t, noisy.t, forget.cond),
+                                 predict(unet, noisy.z_t, noisy.t, replay.anchor(forget.cond)))
+        retain = replay.retain(6)
+        rnoisy = replay.noisy(retain.x0)
+        retain_loss = F.mse_loss(predict(unet, rnoisy.z_t, rnoisy.t, replay.drop(retain.cond, 0.1)), rnoisy.target)
+        low = replay.noisy(forget.x0[:3], 0.4)
+        assert (low.t < 0.4 * tiny_task.scheduler.config.num_train_timesteps).all()
+        null = torch.full((3,), tiny_task.null)
+        if target_name == "anchor":
+            start = predict(teacher, low.z_t, low.t, replay.anchor(forget.cond[:3]))
+        else:  # base: ESD's negatively guided target, on the null branch
+            start = predict(teacher, low.z_t, low.t, null)
+        target = start + guidance * (start - predict(teacher, low.z_t, low.t, forget.cond[:3]))
+        null_loss = F.mse_loss(predict(unet, low.z_t, low.t, null), target)
+    assert logs["null_loss"] == pytest.approx(null_loss.item(), rel=1e-5)
+    assert loss.item() == pytest.approx((forget_loss + 0.5 * retain_loss + 2.0 * null_loss).item(), rel=1e-5)
+
+
+def test_esd_adds_the_null_term_on_its_own_forget_batch(tiny_pipe, tiny_task):
+    unet = tiny_pipe.unet
+    teacher = copy.deepcopy(unet).requires_grad_(False)
+    with torch.no_grad():
+        unet.conv_out.bias.add_(0.3)
+    method = ESDMethod(ESDConfig(batch_size=6, scope="all", null_target="base", null_guidance=2.0, null_weight=0.7,
+                                 null_batch_size=4))
+    method.prepare(unet, tiny_task, torch.Generator().manual_seed(0), teacher=teacher)
+    loss, logs = method.compute_loss(unet, Sampler(tiny_task, torch.Generator().manual_seed(5), "cpu"))
+
+    replay = Sampler(tiny_task, torch.Generator().manual_seed(5), "cpu")
+    noisy = replay.noisy(replay.forget(6).x0)
+    z, t = noisy.z_t[:4], noisy.t[:4]
+    null, concept = torch.full((4,), tiny_task.null), torch.full((4,), 1)
+    with torch.no_grad():
+        e_0, e_c = teacher(z, t, class_labels=null).sample, teacher(z, t, class_labels=concept).sample
+        null_loss = F.mse_loss(unet(z, t, class_labels=null).sample, e_0 - 2.0 * (e_c - e_0))
+    assert logs["null_loss"] == pytest.approx(null_loss.item(), rel=1e-5)
+    assert loss.item() == pytest.approx(logs["forget_loss"] + 0.7 * null_loss.item(), rel=1e-5)

@@ -1,10 +1,11 @@
 """Refactors change no behaviour: small digits erases by salun, esd and oneshot give bitwise the mask,
 weights, delta and report metrics recorded in benchmarks/results/method-hashes-cpu.json.
 
-Float results depend on the CPU's vector instructions, so the hashes are recorded with the capability
-torch reports (`torch.backends.cpu.get_cpu_capability()`) and thread count; on another kind of CPU the
-comparison cannot hold and the test says so rather than passing. Re-record (only for a change meant to
-move the weights) with `ERASEKIT_RECORD_HASHES=1 pytest tests/erase/test_recorded_hashes.py`.
+Float results depend on the CPU (two Xeons that both report AVX512 gave other weights), so the hashes are
+recorded per machine: the capability torch reports, the CPU's model and flags, the thread count and torch's
+version. On a machine with no record the comparison cannot hold and the test says so rather than passing.
+Record a new machine at a commit whose weights are the reference (a worktree of it), or re-record after a
+change meant to move the weights, with `ERASEKIT_RECORD_HASHES=1 pytest tests/erase/test_recorded_hashes.py`.
 """
 
 import hashlib
@@ -49,9 +50,21 @@ def hashes(out: Path) -> dict:
     return found
 
 
+def cpu_identity() -> str:
+    """The CPU's model name and a digest of its feature flags, from /proc/cpuinfo ('unknown' elsewhere)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = hashlib.sha256(" ".join(sorted(fields.get("flags", "").split())).encode()).hexdigest()[:12]
+    return f"{fields.get('model name', 'unknown')} (flags {flags})"
+
+
 def machine() -> dict:
-    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__}
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu": cpu_identity(),
+            "threads": torch.get_num_threads(), "torch": torch.__version__}
 
 
 @pytest.mark.parametrize("method", sorted(RUNS))
@@ -59,15 +72,18 @@ def test_digits_erase_gives_the_recorded_hashes(method, tmp_path):
     recipe, overrides = RUNS[method]
     erasekit.erase(ROOT / recipe, output_dir=str(tmp_path / method), **overrides, **SAMPLING)
     found = hashes(tmp_path / method)
-    record = json.loads(RECORD.read_text()) if RECORD.is_file() else {"runs": {}}
+    records = json.loads(RECORD.read_text())["machines"] if RECORD.is_file() else []
+    here = next((r for r in records if r["machine"] == machine()), None)
     if os.environ.get("ERASEKIT_RECORD_HASHES"):
-        record["machine"] = machine()
-        record["runs"][method] = {"recipe": recipe, "overrides": {**overrides, **SAMPLING}, "hashes": found}
-        RECORD.write_text(json.dumps(record, indent=2) + "\n")
-    if record.get("machine") != machine():
-        pytest.skip(f"hashes were recorded on {record.get('machine')}, this is {machine()}: float results differ")
-    assert record["runs"][method]["overrides"] == {**overrides, **SAMPLING}
-    assert found == record["runs"][method]["hashes"]
+        if here is None:
+            here = {"machine": machine(), "runs": {}}
+            records.append(here)
+        here["runs"][method] = {"recipe": recipe, "overrides": {**overrides, **SAMPLING}, "hashes": found}
+        RECORD.write_text(json.dumps({"machines": records}, indent=2) + "\n")
+    if here is None or method not in here["runs"]:
+        pytest.skip(f"no hashes were recorded on this machine ({machine()}): float results differ between CPUs")
+    assert here["runs"][method]["overrides"] == {**overrides, **SAMPLING}
+    assert found == here["runs"][method]["hashes"]
 
 
 def test_config_objects_give_the_weights_of_the_equivalent_recipe(tmp_path):

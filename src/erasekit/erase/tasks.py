@@ -126,8 +126,13 @@ class Sampler:
     def retain(self, n: int) -> Batch:
         return self.task.retain_batch(n, self.generator, self.device)
 
-    def noisy(self, x0: torch.Tensor) -> NoisyBatch:
-        return self.task.noisy(x0, self.generator)
+    def noisy(self, x0: torch.Tensor, max_level: float | None = None) -> NoisyBatch:
+        """`x0` noised at random timesteps as the family was trained, or (`max_level`) at noise levels drawn
+        uniformly from [0, max_level)."""
+        if max_level is None:
+            return self.task.noisy(x0, self.generator)
+        levels = torch.rand(x0.shape[0], generator=self.generator) * max_level
+        return self.task.noisy(x0, self.generator, levels)
 
     def anchor(self, cond: torch.Tensor) -> torch.Tensor:
         return self.task.anchor_cond(cond, self.generator)

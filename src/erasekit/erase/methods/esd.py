@@ -10,11 +10,11 @@ import torch
 from ...config import check
 from ..registry import register_method
 from ..tasks import Sampler
-from .shared import RetainSettings, ScopedMethod, redefault
+from .shared import NullBranchSettings, RetainSettings, ScopedMethod, redefault
 
 
 @dataclass
-class ESDConfig(RetainSettings):
+class ESDConfig(RetainSettings, NullBranchSettings):
     """ESD (Gandikota et al., ICCV 2023): pull `f(z|c_f)` to the frozen base's negatively guided prediction."""
 
     alpha: float = redefault(RetainSettings, "alpha", 0.0, "weight of a retain diffusion loss (0: ESD as published)")
@@ -25,6 +25,7 @@ class ESDConfig(RetainSettings):
 
     def __post_init__(self):
         super().__post_init__()
+        NullBranchSettings.__post_init__(self)
         check(self.negative_guidance > 0, "negative_guidance", self.negative_guidance, "> 0")
 
 
@@ -53,6 +54,7 @@ class ESDMethod(ScopedMethod):
             retain_loss = self.retain_loss(denoiser, sampler)
             loss = loss + cfg.alpha * retain_loss
             logs["retain_loss"] = retain_loss.item()
+        loss = self.with_null_branch(loss, logs, denoiser, sampler, forget, noisy)
         return loss, {"loss": loss.item(), **logs}
 
 

@@ -51,10 +51,7 @@ class RLMethod(ScopedMethod):
         retain_loss = self.retain_loss(denoiser, sampler)
         loss = forget_loss + self.config.alpha * retain_loss
         logs = {"forget_loss": forget_loss.item(), "retain_loss": retain_loss.item()}
-        if self.null_target != "none":
-            null_loss = self.null_branch_loss(denoiser, sampler, noisy, forget.cond)
-            loss = loss + self.config.null_weight * null_loss
-            logs["null_loss"] = null_loss.item()
+        loss = self.with_null_branch(loss, logs, denoiser, sampler, forget, noisy)
         return loss, {"loss": loss.item(), **logs}
 
 

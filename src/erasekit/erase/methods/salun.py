@@ -9,7 +9,7 @@ import torch
 from ...config import check
 from ..fisher import FisherSettings, fisher_scores
 from ..masks import load_mask
-from ..objectives import cfg_guided_loss
+from ..objectives import cfg_guided_loss, diffusion_loss
 from ..registry import SINGLE, Shard, register_method
 from ..saliency import SaliencyMask, compute_saliency_mask, parameters_in_scope, select_top_ratio
 from ..tasks import ConditionTask
@@ -28,6 +28,10 @@ class SalUnConfig(RLConfig, FisherSettings):
     saliency_batch_size: int = field(default=64, metadata={"help": "forget samples per saliency batch"})
     saliency_passes: int = field(default=4, metadata={"help": "passes over the forget set, each at new timesteps"})
     mask_path: str | None = field(default=None, metadata={"help": "use this saved mask instead of computing one"})
+    saliency_branches: str = field(default="both", metadata={
+        "help": "with a null_target, the saliency loss: both (the CFG-guided loss plus null_weight times the null "
+                "branch's diffusion loss on the forget samples: the weights of both trained branches) or "
+                "conditional (the CFG-guided loss alone, as without a null_target)"})
 
     def __post_init__(self):
         super().__post_init__()
@@ -37,6 +41,8 @@ class SalUnConfig(RLConfig, FisherSettings):
         check(self.saliency_guidance >= 0, "saliency_guidance", self.saliency_guidance, ">= 0")
         check(self.saliency_batch_size >= 1, "saliency_batch_size", self.saliency_batch_size, ">= 1")
         check(self.saliency_passes >= 1, "saliency_passes", self.saliency_passes, ">= 1")
+        check(self.saliency_branches in ("both", "conditional"), "saliency_branches", self.saliency_branches,
+              "both or conditional")
 
 
 class SalUnMethod(RLMethod):
@@ -68,6 +74,7 @@ class SalUnMethod(RLMethod):
         ]
         base_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         mine = [(i, b) for i, b in enumerate(batches) if i % shard.world == shard.rank]
+        null_weight = cfg.null_weight if self.null_target != "none" and cfg.saliency_branches == "both" else 0.0
 
         def loss_fn(item):
             i, batch = item
@@ -75,7 +82,10 @@ class SalUnMethod(RLMethod):
             noisy = task.noisy(batch.x0.to(device), batch_generator)
             cond = batch.cond.to(device)
             predict = lambda z, t, c: task.predict(unet, z, t, c)  # noqa: E731
-            return cfg_guided_loss(predict, noisy, cond, task.null_cond(cond), cfg.saliency_guidance)
+            loss = cfg_guided_loss(predict, noisy, cond, task.null_cond(cond), cfg.saliency_guidance)
+            if null_weight:  # the null branch is trained too: its weights for the concept count
+                loss = loss + null_weight * diffusion_loss(predict, noisy, task.null_cond(cond))
+            return loss
 
         return compute_saliency_mask(unet, mine, loss_fn, cfg.ratio, cfg.scope, shard.reduce, task.scopes)
 

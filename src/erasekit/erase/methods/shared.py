@@ -8,10 +8,11 @@ from typing import Any
 import torch
 
 from ...config import check
+from ...pipelines.adapters import NoisyBatch
 from ..objectives import diffusion_loss, mse, retain_mixture_target
 from ..registry import SINGLE, Method, Shard
 from ..saliency import parameters_in_scope
-from ..tasks import ConditionTask, Sampler
+from ..tasks import Batch, ConditionTask, Sampler
 
 SCOPE_HELP = "regex or preset (all, xattn, attn, no-norm, no-time) of trained weights"
 
@@ -46,7 +47,7 @@ class RetainSettings(DiffusionSettings):
         check(self.alpha >= 0, "alpha", self.alpha, ">= 0")
 
 
-NULL_TARGETS = ("none", "retain-mixture", "anchor")
+NULL_TARGETS = ("none", "retain-mixture", "anchor", "base")
 
 
 @dataclass
@@ -56,12 +57,29 @@ class NullBranchSettings:
     null_target: str = field(default="none", metadata={
         "help": "target of the unconditional prediction on noised forget samples: none (untrained, as the papers), "
                 "retain-mixture (the base's predictions under the kept conditions, weighted by its own posterior "
-                "at z_t: the score of the data without the concept) or anchor (the base under the remap target)"})
+                "at z_t: the score of the data without the concept), anchor (the base under the remap target) or base "
+                "(the base's own unconditional prediction; with null_guidance, ESD's negatively guided target on "
+                "the null branch)"})
     null_weight: float = field(default=1.0, metadata={"help": "weight of the null-branch term (null_target)"})
+    null_batch_size: int = field(default=16, metadata={
+        "help": "forget samples per micro-batch that the null-branch term uses (the first of the forget batch; "
+                "retain-mixture's teacher runs once per kept condition on each)"})
+    null_max_level: float = field(default=1.0, metadata={
+        "help": "the null-branch term's noise levels: 1 uses the forget batch's timesteps (the whole schedule); "
+                "below 1 they are drawn uniformly from [0, null_max_level) T, where a noised forget sample is "
+                "still told apart from the others (at higher noise the unconditional prediction serves all "
+                "generations)"})
+    null_guidance: float = field(default=0.0, metadata={
+        "help": "guide the null target away from the forget condition: target + null_guidance * (target - "
+                "f_base(z_t | c_f)). At 0 a target read from the base at low noise still rebuilds the concept the "
+                "noisy sample shows"})
 
     def __post_init__(self):
         check(self.null_target in NULL_TARGETS, "null_target", self.null_target, ", ".join(NULL_TARGETS))
         check(self.null_weight >= 0, "null_weight", self.null_weight, ">= 0")
+        check(self.null_batch_size >= 1, "null_batch_size", self.null_batch_size, ">= 1")
+        check(0 < self.null_max_level <= 1, "null_max_level", self.null_max_level, "in (0, 1]")
+        check(self.null_guidance >= 0, "null_guidance", self.null_guidance, ">= 0")
 
 
 class ScopedMethod(Method):
@@ -104,15 +122,37 @@ class ScopedMethod(Method):
             target = sampler.task.predict(self.teacher, noisy.z_t, noisy.t, cond)
         return mse(sampler.task.predict(denoiser, noisy.z_t, noisy.t, cond), target)
 
-    def null_branch_loss(self, denoiser, sampler: Sampler, noisy, cond: torch.Tensor) -> torch.Tensor:
-        """`||f(z_t | null) - sg(target)||^2` on the noised forget batch, the target as `null_target` says."""
-        task = sampler.task
+    def null_branch_loss(self, denoiser, sampler: Sampler, forget: Batch, noisy: NoisyBatch) -> torch.Tensor:
+        """`||f(z_t | null) - sg(target)||^2` on the first `null_batch_size` samples of the forget batch (noised
+        as the batch, or as `null_max_level` says), the target as `null_target` says."""
+        task, n, level = sampler.task, self.config.null_batch_size, self.config.null_max_level
+        cond = forget.cond[:n]
+        if level < 1:
+            noisy = sampler.noisy(forget.x0[:n], level)
+        else:
+            noisy = NoisyBatch(noisy.z_t[:n], noisy.t[:n], noisy.target[:n])
         with torch.no_grad():
             if self.null_target == "anchor":
                 target = task.predict(self.teacher, noisy.z_t, noisy.t, sampler.anchor(cond))
+            elif self.null_target == "base":
+                target = task.predict(self.teacher, noisy.z_t, noisy.t, task.null_cond(cond))
             else:
                 target = retain_mixture_prediction(self.teacher, task, noisy)
+            if self.config.null_guidance:
+                target = target + self.config.null_guidance * (target - task.predict(self.teacher, noisy.z_t,
+                                                                                     noisy.t, cond))
         return mse(task.predict(denoiser, noisy.z_t, noisy.t, task.null_cond(cond)), target)
+
+
+    def with_null_branch(self, loss: torch.Tensor, logs: dict, denoiser, sampler: Sampler, forget: Batch,
+                         noisy: NoisyBatch) -> torch.Tensor:
+        """`loss` plus `null_weight` times the null-branch term (its value logged), or `loss` as it is
+        without a `null_target`."""
+        if self.null_target == "none":
+            return loss
+        null_loss = self.null_branch_loss(denoiser, sampler, forget, noisy)
+        logs["null_loss"] = null_loss.item()
+        return loss + self.config.null_weight * null_loss
 
 
 def retain_mixture_prediction(teacher, task: ConditionTask, noisy) -> torch.Tensor:
