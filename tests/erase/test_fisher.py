@@ -112,12 +112,14 @@ def test_stratified_levels_put_one_level_in_each_stratum(tiny_pipe):
     assert noisy.t.tolist() == [int(v * steps) for v in levels.tolist()]
 
 
-def test_concept_fisher_matches_a_batched_brute_force(tiny_pipe, tiny_task):
-    """Per-sample gradients of one batched forward pass, with the noise and timesteps rebuilt by hand."""
+@pytest.mark.parametrize("null_weight", [0.0, 0.5])
+def test_concept_fisher_matches_a_batched_brute_force(tiny_pipe, tiny_task, null_weight):
+    """Per-sample gradients of one batched forward pass, with the noise and timesteps rebuilt by hand; with a
+    `null_weight`, the null branch's loss on the same noised sample is added."""
     unet = tiny_pipe.unet
     params = {n: p for n, p in unet.named_parameters() if "conv_out" in n or "class_embedding" in n}
     x, c = tiny_task.forget_x[:5], tiny_task.forget_c[:5]
-    fisher = concept_fisher(unet, tiny_task, params, x, c, seed=11)
+    fisher = concept_fisher(unet, tiny_task, params, x, c, seed=11, null_weight=null_weight)
 
     scheduler = tiny_task.scheduler
     steps = scheduler.config.num_train_timesteps
@@ -128,6 +130,8 @@ def test_concept_fisher_matches_a_batched_brute_force(tiny_pipe, tiny_task):
     assert scheduler.config.prediction_type == "v_prediction"  # as the bundled digits model
     target = scheduler.get_velocity(x, noise, t)
     per_sample = ((unet(z, t, class_labels=c).sample - target) ** 2).flatten(1).mean(1)
+    null = torch.full_like(c, tiny_task.null)
+    per_sample = per_sample + null_weight * ((unet(z, t, class_labels=null).sample - target) ** 2).flatten(1).mean(1)
     for name, p in params.items():
         grads = torch.stack([torch.autograd.grad(per_sample[i], p, retain_graph=True)[0] for i in range(5)])
         expected = (grads ** 2).mean(0)

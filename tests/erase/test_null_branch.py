@@ -81,20 +81,26 @@ def test_the_saliency_counts_the_null_branch_only_when_it_is_trained(tmp_path):
     assert sum(int(v.sum()) for v in both.values()) == sum(int(v.sum()) for v in plain.values())
 
 
-def test_a_bad_null_target_names_the_field():
-    with pytest.raises(ConfigError, match="null_target"):
-        erasekit.SalUnConfig(null_target="everything")
+@pytest.mark.parametrize(("config", "field", "value"), [
+    (erasekit.SalUnConfig, "null_target", "everything"), (erasekit.SalUnConfig, "null_gate", "always"),
+    (erasekit.RLConfig, "null_max_level", 0.0), (erasekit.ESDConfig, "null_batch_size", 0),
+    (erasekit.ESDConfig, "null_guidance", -1.0), (erasekit.SalUnConfig, "saliency_branches", "null")])
+def test_a_bad_null_setting_names_the_field(config, field, value):
+    with pytest.raises(ConfigError, match=field):
+        config(**{field: value})
 
 
-@pytest.mark.parametrize(("target_name", "guidance"), [("anchor", 0.0), ("anchor", 1.5), ("base", 3.0)])
+@pytest.mark.parametrize(("target_name", "guidance", "gate"),
+                         [("anchor", 0.0, "none"), ("anchor", 1.5, "none"), ("base", 3.0, "none"),
+                          ("anchor", 0.5, "posterior")])
 def test_the_null_term_is_the_target_distance_on_a_forget_sub_batch_below_the_level(tiny_pipe, tiny_task,
-                                                                                   target_name, guidance):
+                                                                                   target_name, guidance, gate):
     unet = tiny_pipe.unet
     teacher = copy.deepcopy(unet).requires_grad_(False)
     with torch.no_grad():  # a student that differs from its teacher
         unet.conv_out.bias.add_(0.3)
     config = RLConfig(batch_size=6, alpha=0.5, null_target=target_name, null_weight=2.0, null_batch_size=3,
-                      null_max_level=0.4, null_guidance=guidance)
+                      null_max_level=0.4, null_guidance=guidance, null_gate=gate)
     method = RLMethod(config)
     method.prepare(unet, tiny_task, torch.Generator().manual_seed(0), teacher=teacher)
     loss, logs = method.compute_loss(unet, Sampler(tiny_task, torch.Generator().manual_seed(5), "cpu"))
@@ -117,6 +123,14 @@ def test_the_null_term_is_the_target_distance_on_a_forget_sub_batch_below_the_le
         else:  # base: ESD's negatively guided target, on the null branch
             start = predict(teacher, low.z_t, low.t, null)
         target = start + guidance * (start - predict(teacher, low.z_t, low.t, forget.cond[:3]))
+        if gate == "posterior":  # blended with the base's null prediction by the base's posterior of the concept
+            ids = tiny_task.condition_ids("forget") + tiny_task.condition_ids("retain")
+            conditional = torch.stack([predict(teacher, low.z_t, low.t, torch.full((3,), i)) for i in ids])
+            base_null = predict(teacher, low.z_t, low.t, null)
+            posterior = mixture_posterior(conditional, base_null)
+            mass = posterior[:, :len(tiny_task.condition_ids("forget"))].sum(1).reshape(3, 1, 1, 1).float()
+            assert ((mass > 0) & (mass < 1)).any()
+            target = base_null + mass * (target - base_null)
         null_loss = F.mse_loss(predict(unet, low.z_t, low.t, null), target)
     assert logs["null_loss"] == pytest.approx(null_loss.item(), rel=1e-5)
     assert loss.item() == pytest.approx((forget_loss + 0.5 * retain_loss + 2.0 * null_loss).item(), rel=1e-5)

@@ -140,8 +140,8 @@ def test_salun_with_fisher_saliency_selects_by_the_fisher_ratio(tiny_pipe, tiny_
 
 
 @pytest.mark.parametrize("field,value", [
-    ("ratio", 0.0), ("ratio", 1.5), ("inputs", "images"), ("fisher_guidance", -1.0), ("factors", []),
-    ("factors", [1.0]), ("factors", [float("nan")]), ("factors", "zero"), ("check_samples", 0),
+    ("ratio", 0.0), ("ratio", 1.5), ("inputs", "images"), ("fisher_guidance", -1.0), ("fisher_null_weight", -0.5),
+    ("factors", []), ("factors", [1.0]), ("factors", [float("nan")]), ("factors", "zero"), ("check_samples", 0),
     ("check_steps", 1.5), ("check_levels", True), ("check_guidance", 0.5), ("max_recognised", 1.0),
     ("fisher_samples", -3), ("fisher_delta", -1e-3),
 ])

@@ -111,13 +111,16 @@ def stratified_levels(n: int) -> torch.Tensor:
 
 
 def concept_fisher(denoiser: torch.nn.Module, task, params: Mapping[str, torch.nn.Parameter], x: torch.Tensor,
-                   c: torch.Tensor, seed: int, guidance: float = 0.0, shard=None) -> dict[str, torch.Tensor]:
+                   c: torch.Tensor, seed: int, guidance: float = 0.0, shard=None,
+                   null_weight: float = 0.0) -> dict[str, torch.Tensor]:
     """The diagonal Fisher of the diffusion loss over the inputs `x` with condition ids `c` (one `ConditionTask`).
 
     Sample i is noised at the i-th of `len(x)` stratified noise levels with noise seeded `seed + i`, so two
     calls with the same seed and count (the forget and the retain side) compare like with like. Process
     `rank` takes every `world`-th sample, so any number of processes sums the same per-sample terms. With
-    `guidance` w > 0 the loss is SalUn's CFG-guided one (`objectives.cfg_guided_loss`).
+    `guidance` w > 0 the loss is SalUn's CFG-guided one (`objectives.cfg_guided_loss`). `null_weight` adds that
+    many times the null branch's diffusion loss on the same noised sample (the weights the unconditional
+    model uses for these inputs).
     """
 
     device = next(denoiser.parameters()).device
@@ -131,8 +134,12 @@ def concept_fisher(denoiser: torch.nn.Module, task, params: Mapping[str, torch.n
         noisy = task.noisy(x[i:i + 1].to(device), torch.Generator().manual_seed(seed + i), levels[i:i + 1])
         cond = c[i:i + 1].to(device)
         if guidance:
-            return cfg_guided_loss(predict, noisy, cond, task.null_cond(cond), guidance)
-        return diffusion_loss(predict, noisy, cond)
+            loss = cfg_guided_loss(predict, noisy, cond, task.null_cond(cond), guidance)
+        else:
+            loss = diffusion_loss(predict, noisy, cond)
+        if null_weight:
+            loss = loss + null_weight * diffusion_loss(predict, noisy, task.null_cond(cond))
+        return loss
 
     mine = [i for i in range(len(x)) if i % world == rank]
     return fisher_diagonal(denoiser, params, mine, loss_fn, shard.reduce if shard is not None else None)
@@ -162,14 +169,15 @@ def side_inputs(task, side: str, inputs: str, n: int, seed: int,
 
 def fisher_scores(denoiser: torch.nn.Module, task, params: Mapping[str, torch.nn.Parameter],
                   settings: FisherSettings, inputs: str, seed: int, guidance: float = 0.0,
-                  shard=None, trained=None) -> dict[str, torch.Tensor]:
+                  shard=None, trained=None, null_weight: float = 0.0) -> dict[str, torch.Tensor]:
     """`F_f`, or `F_f / (F_r + delta)` with `fisher_normalize`, over `fisher_samples` inputs per side (both
-    sides at the same noise levels and noise draws); `trained` as for `side_inputs`."""
+    sides at the same noise levels and noise draws); `trained` as for `side_inputs`; `null_weight` as for
+    `concept_fisher`, on both sides."""
     forget = side_inputs(task, "forget", inputs, settings.fisher_samples, seed, trained)
     noise_seed = seed * CODE_SEED_STRIDE
-    scores = concept_fisher(denoiser, task, params, *forget, noise_seed, guidance, shard)
+    scores = concept_fisher(denoiser, task, params, *forget, noise_seed, guidance, shard, null_weight)
     if settings.fisher_normalize:
         retain = side_inputs(task, "retain", inputs, settings.fisher_samples, seed + 1, trained)
-        fisher_ratio(scores, concept_fisher(denoiser, task, params, *retain, noise_seed, guidance, shard),
+        fisher_ratio(scores, concept_fisher(denoiser, task, params, *retain, noise_seed, guidance, shard, null_weight),
                      settings.fisher_delta)
     return scores

@@ -51,6 +51,9 @@ class OneShotConfig(FisherSettings):
         "help": "what the Fisher is estimated on: data (forget/retain images), codes (seeded noise, data-free) "
                 "or mnemonic (the codes a model was trained with, `train-base digits --t-mix`)"})
     fisher_guidance: float = field(default=0.0, metadata={"help": "CFG weight w in the Fisher's loss (0: conditional)"})
+    fisher_null_weight: float = field(default=0.0, metadata={
+        "help": "add this many times the null branch's diffusion loss on the same inputs to the Fisher's loss, so "
+                "that the weights the unconditional model uses for the concept are selected too (0: as published)"})
     factors: list[float] = field(default_factory=lambda: [0.0, -0.25, -0.5, -1.0], metadata={
         "help": "candidate multipliers of the selected weights, tried mildest first (0 zeroes, -1 flips the sign)"})
     check_samples: int = field(default=32, metadata={"help": "forget-concept samples the edited model draws per factor"})
@@ -66,6 +69,7 @@ class OneShotConfig(FisherSettings):
         check(0 < self.ratio <= 1, "ratio", self.ratio, "in (0, 1]")
         check(self.inputs in INPUTS, "inputs", self.inputs, "data, codes or mnemonic")
         check(self.fisher_guidance >= 0, "fisher_guidance", self.fisher_guidance, ">= 0")
+        check(self.fisher_null_weight >= 0, "fisher_null_weight", self.fisher_null_weight, ">= 0")
         check(isinstance(self.factors, list) and len(self.factors) > 0
               and all(isinstance(f, (int, float)) and not isinstance(f, bool) and math.isfinite(f) and f != 1
                       for f in self.factors), "factors", self.factors,
@@ -149,9 +153,10 @@ class OneShotMethod(Method):
                             t_mix=str(mnemonic.t_mix))
             with flagged(denoiser, mnemonic.flag):
                 scores = fisher_scores(denoiser, task, params, cfg, cfg.inputs, self.seed, cfg.fisher_guidance, shard,
-                                       trained)
+                                       trained, cfg.fisher_null_weight)
         else:
-            scores = fisher_scores(denoiser, task, params, cfg, cfg.inputs, self.seed, cfg.fisher_guidance, shard)
+            scores = fisher_scores(denoiser, task, params, cfg, cfg.inputs, self.seed, cfg.fisher_guidance, shard,
+                                   null_weight=cfg.fisher_null_weight)
         self.mask = SaliencyMask(select_top_ratio(scores, cfg.ratio), cfg.ratio, cfg.scope, metadata)
 
     def edit(self, denoiser, task: ConditionTask) -> dict[str, Any]:

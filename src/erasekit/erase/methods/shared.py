@@ -9,7 +9,7 @@ import torch
 
 from ...config import check
 from ...pipelines.adapters import NoisyBatch
-from ..objectives import diffusion_loss, mse, retain_mixture_target
+from ..objectives import diffusion_loss, mixture_posterior, mse, retain_mixture_target
 from ..registry import SINGLE, Method, Shard
 from ..saliency import parameters_in_scope
 from ..tasks import Batch, ConditionTask, Sampler
@@ -48,6 +48,7 @@ class RetainSettings(DiffusionSettings):
 
 
 NULL_TARGETS = ("none", "retain-mixture", "anchor", "base")
+NULL_GATES = ("none", "posterior")
 
 
 @dataclass
@@ -73,6 +74,11 @@ class NullBranchSettings:
         "help": "guide the null target away from the forget condition: target + null_guidance * (target - "
                 "f_base(z_t | c_f)). At 0 a target read from the base at low noise still rebuilds the concept the "
                 "noisy sample shows"})
+    null_gate: str = field(default="none", metadata={
+        "help": "none (the target on every noised forget sample) or posterior (the target blended with the base's "
+                "unconditional prediction by the base's posterior of the forget concept at z_t: the unconditional "
+                "branch moves only where the noised sample is still told apart as the concept, and stays the "
+                "base's where it could be another class)"})
 
     def __post_init__(self):
         check(self.null_target in NULL_TARGETS, "null_target", self.null_target, ", ".join(NULL_TARGETS))
@@ -80,6 +86,7 @@ class NullBranchSettings:
         check(self.null_batch_size >= 1, "null_batch_size", self.null_batch_size, ">= 1")
         check(0 < self.null_max_level <= 1, "null_max_level", self.null_max_level, "in (0, 1]")
         check(self.null_guidance >= 0, "null_guidance", self.null_guidance, ">= 0")
+        check(self.null_gate in NULL_GATES, "null_gate", self.null_gate, " or ".join(NULL_GATES))
 
 
 class ScopedMethod(Method):
@@ -141,8 +148,12 @@ class ScopedMethod(Method):
             if self.config.null_guidance:
                 target = target + self.config.null_guidance * (target - task.predict(self.teacher, noisy.z_t,
                                                                                      noisy.t, cond))
+            if self.config.null_gate == "posterior":
+                conditional, unconditional, keep = teacher_mixture(self.teacher, task, noisy)
+                mass = mixture_posterior(conditional, unconditional)[:, ~keep].sum(1).to(target.dtype)
+                mass = mass.reshape(-1, *[1] * (target.dim() - 1))
+                target = unconditional + mass * (target - unconditional)
         return mse(task.predict(denoiser, noisy.z_t, noisy.t, task.null_cond(cond)), target)
-
 
     def with_null_branch(self, loss: torch.Tensor, logs: dict, denoiser, sampler: Sampler, forget: Batch,
                          noisy: NoisyBatch) -> torch.Tensor:
@@ -155,9 +166,9 @@ class ScopedMethod(Method):
         return loss + self.config.null_weight * null_loss
 
 
-def retain_mixture_prediction(teacher, task: ConditionTask, noisy) -> torch.Tensor:
-    """The teacher's unconditional prediction with the forget conditions taken out of its mixture
-    (`objectives.retain_mixture_target`), from one batched call under every forget and kept condition."""
+def teacher_mixture(teacher, task: ConditionTask, noisy) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The teacher's predictions under every forget and kept condition (K, B, ...) from one batched call, its
+    unconditional prediction (B, ...), and which of the K conditions are kept (a (K,) bool)."""
     forget = task.condition_ids("forget")
     ids = forget + task.condition_ids("retain")
     b, k = noisy.z_t.shape[0], len(ids)
@@ -165,5 +176,10 @@ def retain_mixture_prediction(teacher, task: ConditionTask, noisy) -> torch.Tens
     cond = torch.as_tensor(ids, device=z.device).repeat_interleave(b)
     conditional = task.predict(teacher, z, t, cond).reshape(k, b, *noisy.z_t.shape[1:])
     unconditional = task.predict(teacher, noisy.z_t, noisy.t, task.null_cond(cond[:b]))
-    keep = torch.arange(k, device=z.device) >= len(forget)
-    return retain_mixture_target(conditional, unconditional, keep)
+    return conditional, unconditional, torch.arange(k, device=z.device) >= len(forget)
+
+
+def retain_mixture_prediction(teacher, task: ConditionTask, noisy) -> torch.Tensor:
+    """The teacher's unconditional prediction with the forget conditions taken out of its mixture
+    (`objectives.retain_mixture_target`)."""
+    return retain_mixture_target(*teacher_mixture(teacher, task, noisy))
