@@ -48,6 +48,7 @@ RUN_BY = {
     "digits-retrain.yaml": "tests/erase/test_baselines.py",
     "digits-oneshot.yaml": "tests/erase/test_oneshot.py",
     "digits-samples.yaml": "tests/erase/test_membership.py",
+    "digits-robust.yaml": "tests/erase/test_null_branch.py",
     "eval/digits.yaml": "tests/test_cli.py",
     "eval/digits-t2i.yaml": "tests/erase/test_digits_t2i.py",
     "eval/digits-t2i.csv": "configs/eval/digits-t2i.yaml",  # read by that suite

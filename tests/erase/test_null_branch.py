@@ -3,6 +3,8 @@ of the kept conditions, and an erase that trains the unconditional branch on for
 
 import copy
 import json
+import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,11 +12,15 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 import erasekit
+from erasekit.erase.masks import load_mask
 from erasekit.erase.methods import ESDConfig, ESDMethod, RLConfig, RLMethod, shared
 from erasekit.erase.methods.shared import retain_mixture_prediction as mixture_prediction
 from erasekit.erase.objectives import mixture_posterior, project_to_simplex, retain_mixture_target
 from erasekit.erase.tasks import Sampler
 from erasekit.errors import ConfigError
+from erasekit.pipelines.delta import apply_delta_to_pipeline
+
+ROOT = Path(__file__).parents[2]
 
 
 def test_the_posterior_of_an_exact_mixture_is_recovered():
@@ -155,3 +161,28 @@ def test_esd_adds_the_null_term_on_its_own_forget_batch(tiny_pipe, tiny_task):
         null_loss = F.mse_loss(unet(z, t, class_labels=null).sample, e_0 - 2.0 * (e_c - e_0))
     assert logs["null_loss"] == pytest.approx(null_loss.item(), rel=1e-5)
     assert loss.item() == pytest.approx(logs["forget_loss"] + 0.7 * null_loss.item(), rel=1e-5)
+
+
+def test_the_robust_recipe_moves_only_masked_weights_and_rebuilds_from_its_delta(tmp_path):
+    """configs/digits-robust.yaml, cut to three steps: the null term is trained (logged, finite), weights
+    outside the mask stay bit-identical to the base, weights inside move, and the delta rebuilds the UNet."""
+    out = tmp_path / "robust"
+    erasekit.erase(ROOT / "configs" / "digits-robust.yaml", forget=[3], output_dir=str(out), max_steps=3,
+                   saliency_passes=1, evaluate=False, log_every=1)
+    logs = [json.loads(x) for x in (out / "logs.jsonl").read_text().splitlines() if "null_loss" in x]
+    assert len(logs) == 3 and all(math.isfinite(r["loss"]) and r["null_loss"] > 0 for r in logs)
+    record = json.loads((out / "erasure.json").read_text())["config"]["method"]
+    assert (record["null_target"], record["null_max_level"], record["label_dropout"]) == ("anchor", 0.7, 0.6)
+
+    base = erasekit.load_pipeline("bundled:digits-cfg").unet
+    mask = load_mask(out / "mask.safetensors", base)
+    erased = erasekit.load_pipeline(out).unet.state_dict()
+    moved = 0
+    for name, param in base.state_dict().items():
+        m = mask.masks[name]
+        assert torch.equal(erased[name][~m], param[~m]), name
+        moved += int((erased[name][m] != param[m]).sum())
+    assert moved > 0.5 * sum(int(m.sum()) for m in mask.masks.values())
+    apply_delta_to_pipeline("bundled:digits-cfg", out / "erasure_delta.safetensors", tmp_path / "applied")
+    rebuilt = erasekit.load_pipeline(tmp_path / "applied").unet.state_dict()
+    assert all(torch.equal(rebuilt[n], t) for n, t in erased.items())
