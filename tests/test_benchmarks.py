@@ -1,6 +1,7 @@
 """The quality bench's bookkeeping: job order, ToW, cross-machine agreement, its command-line checks."""
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -52,3 +53,43 @@ def test_bad_flags_get_a_usage_error(bench, monkeypatch, capsys, args, message):
         bench.main()
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def null_table():
+    folder = BENCH.parents[1] / "robustness"
+    sys.path.insert(0, str(folder))  # the driver imports its sibling `lanes`
+    try:
+        spec = importlib.util.spec_from_file_location("null_table", folder / "null_table.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(folder))
+    return module
+
+
+def test_null_table_builds_one_reference_per_digit_and_plain_salun_at_the_first_seed(null_table, tmp_path):
+    jobs = dict((o.name, a) for o, a in null_table.erase_jobs(tmp_path, [3, 8], [0, 1]))
+    assert sorted(jobs) == ["retrain-3", "retrain-8", "robust-3-s0", "robust-3-s1", "robust-8-s0", "robust-8-s1",
+                            "salun-3-s0", "salun-8-s0"]
+    assert "--seed" not in jobs["retrain-3"] and jobs["robust-8-s1"][jobs["robust-8-s1"].index("--seed") + 1] == "1"
+    probes = [o.name for o, _ in null_table.probe_jobs(tmp_path, [3], [0, 1])]
+    assert "retrain-3-null-0.7T-s1" in probes and len(probes) == 5 * len(null_table.PROBES)
+
+
+def test_null_table_reports_excess_over_the_reference_at_the_same_seed(null_table, tmp_path):
+    rates = {("retrain", 0): 0.4, ("robust", 0): 0.45, ("salun", 0): 0.9, ("retrain", 1): 0.3, ("robust", 1): 0.2}
+    for (method, seed), rate in rates.items():
+        for probe in null_table.PROBES:
+            out = null_table.probe_dir(tmp_path, method, 3, seed, probe)
+            out.mkdir(parents=True)
+            rows = [{"role": "base", "image_rate": 1.0}, {"role": "erased", "image_rate": rate}]
+            (out / "report.json").write_text(json.dumps({"attacks": rows}))
+        model = null_table.model_dir(tmp_path, method, 3, seed)
+        model.mkdir(exist_ok=True)
+        metrics = {"UA": 1.0, "RA": 1.0, "FD": 40.0, "noisy_rate_retain": 0.03}
+        (model / "erasure.json").write_text(json.dumps({"metrics": {"before": metrics, "after": metrics}}))
+    rows = {(r["method"], r["seed"]): r for r in null_table.table(tmp_path, [3], [0, 1])["rows"]}
+    assert rows[("robust", 0)]["excess null 0.5T"] == pytest.approx(0.05)
+    assert rows[("robust", 1)]["excess cce"] == pytest.approx(-0.1)
+    assert rows[("salun", 0)]["excess label 0.5T"] == pytest.approx(0.5) and rows[("retrain", 1)]["excess cce"] == 0

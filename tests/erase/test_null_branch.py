@@ -186,3 +186,14 @@ def test_the_robust_recipe_moves_only_masked_weights_and_rebuilds_from_its_delta
     apply_delta_to_pipeline("bundled:digits-cfg", out / "erasure_delta.safetensors", tmp_path / "applied")
     rebuilt = erasekit.load_pipeline(tmp_path / "applied").unet.state_dict()
     assert all(torch.equal(rebuilt[n], t) for n, t in erased.items())
+
+
+def test_the_null_term_runs_on_a_text_model(tmp_path):
+    """digits-t2i, cut small: the null condition is the empty prompt, the kept conditions the anchor prompts."""
+    out = tmp_path / "t2i"
+    erasekit.erase(ROOT / "configs" / "digits-t2i.yaml", output_dir=str(out), num_images_per_prompt=2,
+                   generation_steps=3, saliency_passes=1, batch_size=4, max_steps=2, evaluate=False, log_every=1,
+                   null_target="retain-mixture", null_gate="posterior", null_batch_size=2)
+    logs = [json.loads(x) for x in (out / "logs.jsonl").read_text().splitlines() if "null_loss" in x]
+    assert len(logs) == 2 and all(math.isfinite(r["null_loss"]) for r in logs)
+    assert json.loads((out / "erasure.json").read_text())["config"]["method"]["null_gate"] == "posterior"
