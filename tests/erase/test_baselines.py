@@ -3,6 +3,7 @@ scopes, and an end-to-end erase through the one trainer."""
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +13,8 @@ from erasekit.erase.methods import ESDConfig, ESDMethod, GAConfig, GAMethod, RLC
 from erasekit.erase.saliency import parameters_in_scope
 from erasekit.erase.tasks import Sampler
 from erasekit.errors import ConfigError
+
+ROOT = Path(__file__).parents[2]
 
 
 def test_esd_loss_is_the_negatively_guided_teacher_target(tiny_pipe, tiny_task):
@@ -113,6 +116,11 @@ def test_bad_baseline_settings_are_clear_errors():
         GAConfig(alpha=-1)
     with pytest.raises(ConfigError, match="'retain_target' is 'base' but must be noise or teacher"):
         RLConfig(retain_target="base")
+    from erasekit.erase.methods.uce import UCEConfig
+
+    for field, value in (("rece_rounds", -1), ("rece_rounds", 1.5), ("rece_mu", 0.0)):
+        with pytest.raises(ConfigError, match=f"'{field}'"):
+            UCEConfig(**{field: value})
 
 
 @pytest.mark.parametrize("method", ["esd", "ga"])
@@ -142,6 +150,51 @@ def test_uce_closed_form_matches_a_least_squares_reference():
     y = torch.cat([c_star @ w.T, s**0.5 * p @ w.T, lam**0.5 * w.T])
     expected = torch.linalg.lstsq(x, y).solution.T
     assert torch.allclose(uce_solve(w, c, c_star, p, s, lam), expected, atol=1e-10)
+
+
+def test_rece_finds_what_the_edit_still_reads_as_the_concept_and_a_second_edit_erases_it():
+    from erasekit.erase.methods.uce import rece_embeddings, uce_solve
+
+    g = torch.Generator().manual_seed(1)
+    originals = [torch.randn(6, 5, generator=g, dtype=torch.float64) for _ in range(2)]
+    c, c_star, p = (torch.randn(n, 5, generator=g, dtype=torch.float64) for n in (2, 2, 2))
+    edited = [uce_solve(w, c, c_star, p, 1.0, 0.1) for w in originals]
+    found = rece_embeddings(edited, originals, c, mu=0.05)
+    # min sum_W |W' c' - W c|^2 + mu |c'|^2, stacked as one least-squares problem per embedding
+    x = torch.cat([*edited, 0.05**0.5 * torch.eye(5, dtype=torch.float64)])
+    y = torch.cat([*(w @ c.T for w in originals), torch.zeros(5, 2, dtype=torch.float64)])
+    assert torch.allclose(found, torch.linalg.lstsq(x, y).solution.T, atol=1e-9)
+
+    def gap(weights, inputs, reference):  # distance of the model's output for `inputs` from `reference`'s original
+        return sum(float(((inputs @ w.T - reference @ o.T) ** 2).sum()) for w, o in zip(weights, originals))
+
+    assert gap(edited, found, c) < 0.1 * gap(edited, c, c)  # after UCE, `found` still calls up the concept
+    again = [uce_solve(w, torch.cat([c, found]), torch.cat([c_star, c_star]), p, 1.0, 0.1) for w in originals]
+    assert gap(again, found, c) > 10 * gap(edited, found, c)  # after the second edit it no longer does
+    assert gap(again, found, c_star) < 0.5 * gap(edited, found, c_star)  # it maps to the target instead
+
+
+def test_rece_rounds_erase_more_embeddings_in_the_same_projections(tmp_path):
+    """On digits-t2i: one RECE round erases as many embeddings again as UCE alone, and both edits change the
+    cross-attention keys and values only (every other weight bit-identical to the base)."""
+    import erasekit
+    from erasekit.erase.methods.uce import KV_PROJECTIONS
+
+    runs = {}
+    for rounds in (0, 1):
+        out = tmp_path / f"r{rounds}"
+        erasekit.erase(ROOT / "configs" / "digits-t2i.yaml", method="uce", rece_rounds=rounds, output_dir=str(out),
+                       evaluate=False)
+        runs[rounds] = (erasekit.load_pipeline(out).unet.state_dict(),
+                        json.loads((out / "erasure.json").read_text())["metrics"]["train"])
+    base = erasekit.load_pipeline("bundled:digits-t2i").unet.state_dict()
+    (plain, plain_log), (rece, rece_log) = runs[0], runs[1]
+    assert rece_log["erased_embeddings"] == 2 * plain_log["erased_embeddings"] and plain_log["rece_embeddings"] == 0
+    for name, weight in base.items():
+        if KV_PROJECTIONS.search(name):
+            assert not torch.equal(plain[name], weight) and not torch.equal(rece[name], plain[name])
+        else:
+            assert torch.equal(plain[name], weight) and torch.equal(rece[name], weight)
 
 
 def test_uce_edits_only_cross_attention_keys_and_values_without_images(tmp_path, monkeypatch):
