@@ -13,6 +13,12 @@ def test_cli_overrides_are_typed_by_field():
     assert cfg.data.forget == [3, 4] and cfg.run.overwrite is True
 
 
+def test_none_and_null_are_words_for_a_plain_string_flag_and_unset_an_optional_one():
+    values = parse_cli_overrides(["--null-target", "none", "--mask-path", "null", "--null-gate", "posterior"])
+    cfg = resolve_configs({"output_dir": "x"}, values, frozenset(values))
+    assert cfg.method.null_target == "none" and cfg.method.mask_path is None and cfg.method.null_gate == "posterior"
+
+
 def test_flags_override_yaml(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("output_dir: a\nratio: 0.5\nlearning_rate: 1e-4\n")
@@ -64,3 +70,12 @@ def test_missing_config_file_is_named(tmp_path):
 def test_build_configs_splits_keys_between_dataclasses():
     built = build_configs({"run": EraseConfig, "method": SalUnConfig}, {"output_dir": "o", "ratio": 0.1}, "t")
     assert built["run"].output_dir == "o" and built["method"].ratio == 0.1
+
+
+def test_the_null_branch_probe_is_asked_for_by_its_word_on_the_command_line():
+    from erasekit.attacks.settings import resolve_attack_configs
+
+    values = parse_cli_overrides(["--model", "bundled:digits-cfg", "--attack", "trajectory", "--trajectory-branch", "null",
+                                  "--forget", "3", "--output", "out"])
+    _, configs = resolve_attack_configs(None, values, frozenset(values))
+    assert configs["trajectory"].branch == "null"

@@ -104,13 +104,13 @@ def _list_from_strings(raw: str | list[str], item_tp: Any) -> list:
 
 def _from_string(raw: str | list[str], tp: Any) -> Any:
     """Interpret a flag's string (or repeated flags' strings) the way YAML would, except for string fields."""
-    inner, _ = _unwrap_optional(tp)
+    inner, optional = _unwrap_optional(tp)
     if typing.get_origin(inner) is list:
         return _list_from_strings(raw, typing.get_args(inner)[0])
     if isinstance(raw, list):  # a scalar key given twice: the last one wins, as with any flag
         raw = raw[-1]
-    if inner is str:
-        return None if raw.lower() in ("none", "null") else raw
+    if inner is str:  # "none"/"null" unset an optional string; a plain string field takes them as words
+        return None if optional and raw.lower() in ("none", "null") else raw
     return _yaml_or_raw(raw)
 
 
