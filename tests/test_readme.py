@@ -35,6 +35,8 @@ SD_SIZES = ["--num-images-per-prompt", "2", "--resolution", "32", "--generation-
 SIZES = {
     "digits.yaml": ["--max-steps", "3", "--saliency-passes", "1", "--samples-per-class", "2",
                     "--num-inference-steps", "3"],
+    "digits-robust.yaml": ["--max-steps", "3", "--saliency-passes", "1", "--samples-per-class", "2",
+                           "--num-inference-steps", "3"],
     "digits-t2i.yaml": ["--max-steps", "3", "--saliency-passes", "1", "--num-images-per-prompt", "2"],
     "digits-samples.yaml": ["--max-steps", "3", "--saliency-passes", "1"],
     "digits-retrain.yaml": ["--max-steps", "3"],
