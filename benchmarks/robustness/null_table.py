@@ -67,8 +67,8 @@ def probe_jobs(work: Path, digits, seeds) -> list[tuple[Path, list[str]]]:
 
 
 def erase_metrics(model: Path) -> dict:
-    after = json.loads((model / "erasure.json").read_text())["metrics"]
-    before, after = after["before"], after["after"]
+    metrics = json.loads((model / "erasure.json").read_text())["metrics"]
+    before, after = metrics["before"], metrics["after"]
     return {"UA": after["UA"], "RA": after["RA"], "FD": after["FD"], "noisy": after["noisy_rate_retain"],
             "base_FD": before["FD"], "base_noisy": before["noisy_rate_retain"]}
 

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 import erasekit
 from erasekit.erase.masks import load_mask
 from erasekit.erase.methods import ESDConfig, ESDMethod, RLConfig, RLMethod, shared
-from erasekit.erase.methods.shared import retain_mixture_prediction as mixture_prediction
+from erasekit.erase.methods.shared import teacher_mixture
 from erasekit.erase.objectives import mixture_posterior, project_to_simplex, retain_mixture_target
 from erasekit.erase.tasks import Sampler
 from erasekit.errors import ConfigError
@@ -53,9 +53,9 @@ def test_an_erase_trains_the_null_branch_when_asked(tmp_path, monkeypatch, targe
 
     def counted(teacher, task, noisy):
         sizes.append(noisy.z_t.shape[0])
-        return mixture_prediction(teacher, task, noisy)
+        return teacher_mixture(teacher, task, noisy)
 
-    monkeypatch.setattr(shared, "retain_mixture_prediction", counted)
+    monkeypatch.setattr(shared, "teacher_mixture", counted)
     out = tmp_path / "out"
     erasekit.erase("configs/digits.yaml", forget=[3], output_dir=str(out), null_target=target, null_weight=0.5,
                    null_batch_size=5, max_steps=2, saliency_passes=1, evaluate=False, log_every=1,

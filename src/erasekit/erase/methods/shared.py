@@ -139,17 +139,20 @@ class ScopedMethod(Method):
         else:
             noisy = NoisyBatch(noisy.z_t[:n], noisy.t[:n], noisy.target[:n])
         with torch.no_grad():
+            gated = self.config.null_gate == "posterior"
+            mixture = teacher_mixture(self.teacher, task, noisy) \
+                if gated or self.null_target == "retain-mixture" else None  # one teacher pass serves both
             if self.null_target == "anchor":
                 target = task.predict(self.teacher, noisy.z_t, noisy.t, sampler.anchor(cond))
             elif self.null_target == "base":
                 target = task.predict(self.teacher, noisy.z_t, noisy.t, task.null_cond(cond))
             else:
-                target = retain_mixture_prediction(self.teacher, task, noisy)
+                target = retain_mixture_target(*mixture)
             if self.config.null_guidance:
                 target = target + self.config.null_guidance * (target - task.predict(self.teacher, noisy.z_t,
                                                                                      noisy.t, cond))
-            if self.config.null_gate == "posterior":
-                conditional, unconditional, keep = teacher_mixture(self.teacher, task, noisy)
+            if gated:
+                conditional, unconditional, keep = mixture
                 mass = mixture_posterior(conditional, unconditional)[:, ~keep].sum(1).to(target.dtype)
                 mass = mass.reshape(-1, *[1] * (target.dim() - 1))
                 target = unconditional + mass * (target - unconditional)
@@ -178,8 +181,3 @@ def teacher_mixture(teacher, task: ConditionTask, noisy) -> tuple[torch.Tensor, 
     unconditional = task.predict(teacher, noisy.z_t, noisy.t, task.null_cond(cond[:b]))
     return conditional, unconditional, torch.arange(k, device=z.device) >= len(forget)
 
-
-def retain_mixture_prediction(teacher, task: ConditionTask, noisy) -> torch.Tensor:
-    """The teacher's unconditional prediction with the forget conditions taken out of its mixture
-    (`objectives.retain_mixture_target`)."""
-    return retain_mixture_target(*teacher_mixture(teacher, task, noisy))
