@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -93,3 +94,22 @@ def test_null_table_reports_excess_over_the_reference_at_the_same_seed(null_tabl
     assert rows[("robust", 0)]["excess null 0.5T"] == pytest.approx(0.05)
     assert rows[("robust", 1)]["excess cce"] == pytest.approx(-0.1)
     assert rows[("salun", 0)]["excess label 0.5T"] == pytest.approx(0.5) and rows[("retrain", 1)]["excess cce"] == 0
+
+
+def test_null_probe_refuses_a_missing_reference_record_before_probing(tmp_path):
+    script = Path(__file__).parents[1] / "benchmarks" / "robustness" / "null_probe.py"
+    done = subprocess.run([sys.executable, str(script), "--digit", "3", "--out", str(tmp_path / "o"), "--model",
+                           "salun=nowhere", "--reference-record", str(tmp_path / "missing.json")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "missing.json: no such file" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_lanes_driver_stops_when_the_jobs_left_wait_for_a_model_whose_build_failed(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks" / "robustness"))
+    import lanes
+
+    jobs = lambda: [("build", ["no-such-command"]), ("probe", ["attack", "--model", "never-built"])]  # noqa: E731
+    with pytest.raises(SystemExit, match="build failed"):
+        lanes.run_in_lanes(jobs, tmp_path, lanes=1, ready=lambda cmd: cmd[0] != "attack")
+    assert (tmp_path / "build.log").is_file() and not (tmp_path / "probe.log").exists()

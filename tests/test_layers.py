@@ -1,6 +1,6 @@
 """The package's layers: `version`, `errors`, `config` and `io` on the ground floor; pipelines above them;
 erase and eval each on pipelines only; attacks beside eval, on pipelines and eval (nothing below imports
-attacks); the erase pipeline (`recipe`, `stages`, `evaluation`, `record`,
+attacks); the erase pipeline (`recipe`, `stages`, `adversarial`, `evaluation`, `record`,
 `api`), the CLI and the base-model recipes on top. No module imports the package top (`erasekit`), and no
 import circle runs through the package. Model families are known to the adapter registry alone."""
 
@@ -11,7 +11,7 @@ import pytest
 
 PACKAGE = Path(__file__).parents[1] / "src" / "erasekit"
 # layer -> erasekit subpackages/modules it must not import
-TOP = {"recipes", "api", "cli", "recipe", "stages", "evaluation", "record"}
+TOP = {"recipes", "api", "cli", "recipe", "stages", "evaluation", "record", "adversarial"}
 FORBIDDEN = {
     "pipelines": {"erase", "eval", "attacks", *TOP},
     "erase": {"eval", "attacks", *TOP},

@@ -17,9 +17,12 @@ def run_in_lanes(jobs: Callable[[], list[tuple[str, list[str]]]], logs: Path, la
                  ready: Callable[[list[str]], bool] = lambda cmd: True) -> None:
     """Run each (name, erasekit arguments) of `jobs()` whose `logs/NAME.log` does not exist yet, `lanes` at a
     time, single-threaded; `jobs()` is read again every round and a job waits until `ready(arguments)`
-    (a model another driver is still building). Returns when nothing is left to start or running."""
+    (a model another driver is still building). Returns when nothing is left to start or running; stops
+    with the failed jobs named when the jobs left all wait for models and one of this driver's jobs failed
+    (the model they wait for may be one that will never be built)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     running: list[tuple[subprocess.Popen, str, float]] = []
+    failed: list[str] = []
     while True:
         todo = [(n, a) for n, a in jobs() if not (logs / f"{n}.log").exists()]
         if not todo and not running:
@@ -37,5 +40,10 @@ def run_in_lanes(jobs: Callable[[], list[tuple[str, list[str]]]], logs: Path, la
             if proc.poll() is not None:
                 running.remove(item)
                 print(f"{name}: exit {proc.returncode} in {time.time() - started:.0f} s", flush=True)
+                if proc.returncode:
+                    failed.append(name)
         if not running and todo and not any(ready(a) for _, a in todo):
+            if failed:
+                raise SystemExit(f"{len(todo)} job(s) wait for models, and {', '.join(failed)} failed (see "
+                                 f"{logs}/NAME.log); fix it, delete its log, and run the driver again")
             time.sleep(30)  # waiting for another driver's models

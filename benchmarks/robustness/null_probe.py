@@ -52,6 +52,9 @@ def main() -> None:
     parser.add_argument("--reference-record", help="an earlier probe-<digit>-s<seed>.json whose retrain figures "
                                                    "serve as the reference")
     args = parser.parse_args()
+    if args.reference_record and not Path(args.reference_record).is_file():  # before any probe runs
+        parser.error(f"--reference-record {args.reference_record}: no such file; give the probe-<digit>-s<seed>.json "
+                     f"that an earlier run with --model retrain=DIR wrote")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     models = dict(m.split("=", 1) for m in args.model)

@@ -1,5 +1,6 @@
 """erasekit: concept erasure for diffusion models, built on diffusers."""
 
+from .adversarial import AdversarialConfig
 from .api import EraseResult, erase
 from .attacks import AttackRun, attack, register_attack
 from .erase.class_data import ClassDataConfig
@@ -26,7 +27,7 @@ from .recipe import EraseConfig
 from .version import __version__
 
 __all__ = [
-    "AttackRun", "ClassDataConfig", "ConfigError", "ESDConfig", "EraseConfig", "EraseResult", "ErasekitError", "EvalSuite",
+    "AdversarialConfig", "AttackRun", "ClassDataConfig", "ConfigError", "ESDConfig", "EraseConfig", "EraseResult", "ErasekitError", "EvalSuite",
     "FinetuneConfig", "GAConfig", "OneShotConfig", "RLConfig", "RefineConfig", "RetrainConfig", "SalUnConfig", "Sampling",
     "TextConceptConfig", "TrainConfig", "UCEConfig", "__version__", "attack", "bundled_path", "compute_saliency_mask", "erase",
     "evaluate", "load_pipeline", "register_attack", "register_method",

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from .adversarial import AdversarialConfig
 from .erase.class_data import ClassDataConfig
 from .erase.mnemonic import carry_mnemonic
 from .erase.rum import RefineConfig
@@ -104,7 +105,8 @@ def run_erase(cfg: Configs) -> EraseResult:
 def erase(config: str | os.PathLike | Mapping | Any = None, *, run: EraseConfig | None = None,
           train: TrainConfig | None = None, data: ClassDataConfig | None = None,
           concept: TextConceptConfig | None = None, refine: RefineConfig | None = None,
-          eval: Sampling | None = None, **overrides: Any) -> EraseResult:
+          adversarial: AdversarialConfig | None = None, eval: Sampling | None = None,
+          **overrides: Any) -> EraseResult:
     """Erase a concept.
 
     `erasekit.erase("configs/digits.yaml", forget=[3], output_dir="out")`, or with config objects, as peft
@@ -114,12 +116,13 @@ def erase(config: str | os.PathLike | Mapping | Any = None, *, run: EraseConfig 
     Args:
         config: a YAML recipe path, a mapping of config keys, a method's config object (`SalUnConfig`,
             `ESDConfig`, ...; it names the method), or None for the defaults.
-        run, train, data, concept, refine, eval: config objects of the other roles (see `recipe`); their
+        run, train, data, concept, refine, adversarial, eval: config objects of the other roles (see `recipe`); their
             settings that differ from the defaults replace the recipe's. `data` and `refine` are config keys
             too: `data="generated"` or `refine="rum"` sets the key.
         overrides: config keys that replace both.
     """
-    objects = {"run": run, "train": train, "data": data, "concept": concept, "refine": refine, "eval": eval}
+    objects = {"run": run, "train": train, "data": data, "concept": concept, "refine": refine,
+               "adversarial": adversarial, "eval": eval}
     for role in KEY_ROLES:  # `data` and `refine` are also config keys: a value that is no config object is the key's
         if objects[role] is not None and not dataclasses.is_dataclass(objects[role]):
             overrides[role] = objects.pop(role)

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from .adversarial import AdversarialConfig
 from .api import run_erase
 from .attacks import attack
 from .attacks.settings import attack_help_groups, attacks_epilog, resolve_attack_configs
@@ -97,6 +98,7 @@ def _erase_groups(method: str = "salun") -> list[tuple[str, list[tuple]]]:
         ("text-to-image models (Stable Diffusion 1.x/2.x/XL, SD 3, FLUX): the concept",
          field_types(TextConceptConfig)),
         ("memorization-aware refinement (RUM)", field_types(RefineConfig)),
+        ("attack in the loop (AdvUnlearn/STEREO-style rounds)", field_types(AdversarialConfig)),
         ("evaluation sampling", field_types(Sampling)),
     ]
 

@@ -8,6 +8,7 @@ and flags (in the manner of trl's parser), and checked against each other and th
 | data | `ClassDataConfig`: classes or samples to forget (class-conditional) | `erase.class_data` |
 | concept | `TextConceptConfig`: prompts and their images (text-to-image) | `erase.text` |
 | refine | `RefineConfig`: RUM stages | `erase.rum` |
+| adversarial | `AdversarialConfig`: attack rounds inside the erase | `adversarial` |
 | method | the method's own config | `erase.methods.<name>` |
 | eval | `Sampling`: how the evaluation samples | `eval.suite` |
 """
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .adversarial import AdversarialConfig
 from .attacks import get_attack
 from .config import build_configs, check, load_yaml
 from .erase.class_data import ClassDataConfig
@@ -82,7 +84,8 @@ class EraseConfig:
 
 # The roles of an erase's configs (the method's role is filled by the registered method's config).
 ROLES: dict[str, type] = {"run": EraseConfig, "train": TrainConfig, "data": ClassDataConfig,
-                          "concept": TextConceptConfig, "refine": RefineConfig, "eval": Sampling}
+                          "concept": TextConceptConfig, "refine": RefineConfig, "adversarial": AdversarialConfig,
+                          "eval": Sampling}
 # Sampling keys that also set a text-to-image erase's own evaluation (see `evaluation.text_erase_suite`).
 SHARED_SAMPLING_KEYS = ("num_inference_steps", "guidance_scale", "eval_batch_size")
 # Keys that apply to one model family only; a key of the other family is refused, never ignored.
@@ -99,6 +102,7 @@ class Configs:
     data: ClassDataConfig
     concept: TextConceptConfig
     refine: RefineConfig
+    adversarial: AdversarialConfig
     eval: Sampling
     method: Any
     given: frozenset[str] = frozenset()  # keys set by the config file, objects or flags
@@ -135,7 +139,7 @@ class Configs:
 
     def recorded(self, class_conditional: bool) -> dict[str, Any]:
         """Every config value that applies to the model's family, by role."""
-        roles = ["run", "train", "data" if class_conditional else "concept", "refine", "method", "eval"]
+        roles = ["run", "train", "data" if class_conditional else "concept", "refine", "adversarial", "method", "eval"]
         foreign = set(TEXT_TO_IMAGE_KEYS if class_conditional else CLASS_CONDITIONAL_KEYS)
         return {role: {k: v for k, v in dataclasses.asdict(getattr(self, role)).items() if k not in foreign}
                 for role in roles}
@@ -157,6 +161,14 @@ def _check_across(cfg: Configs, values: Mapping[str, Any]) -> None:
     if refine.needs_digits:
         check(data.data == "digits", "data", data.data, f"'digits' with 'refine_proxy: {refine.refine_proxy}' (it "
               f"needs the training split's positions and the held-out test split)")
+    if cfg.adversarial.adversarial_rounds:
+        method = get_method(cfg.run.method).method
+        if refine.refine or data.forget_samples is not None or getattr(method, "edit", None) is not None:
+            what = "'refine: rum'" if refine.refine else "sample unlearning ('forget_samples')" \
+                if data.forget_samples is not None else f"method '{cfg.run.method}' (a closed-form edit)"
+            raise ConfigError(f"'adversarial_rounds' is {cfg.adversarial.adversarial_rounds}, but {what} trains no "
+                              f"steps to put attack rounds between; set adversarial_rounds: 0"
+                              + (" (uce has its own closed-form rounds: rece_rounds)" if cfg.run.method == "uce" else ""))
     if refine.refine and (cfg.train.checkpointing_steps or cfg.train.resume_from_checkpoint):
         raise ConfigError("'refine: rum' runs several stages and does not checkpoint or resume yet; drop "
                           "'checkpointing_steps' and 'resume_from_checkpoint'")

@@ -11,11 +11,12 @@ from typing import Any
 
 import torch
 
+from .adversarial import AdversarialRounds
 from .erase.build_task import build_task
 from .erase.masks import save_mask
 from .erase.methods import Shard, get_method
 from .erase.rum import refine
-from .erase.trainer import CHECKPOINT_DIR, EraseTrainer
+from .erase.trainer import CHECKPOINT_DIR, EraseTrainer, find_checkpoint
 from .errors import ConfigError
 from .io import check_output_free, staging_dir
 from .pipelines.adapters import adapter_for
@@ -23,6 +24,13 @@ from .pipelines.inference import torch_dtype
 from .recipe import Configs, EraseConfig
 
 logger = logging.getLogger(__name__)
+
+
+def resumed_step(staging: Path, train) -> int:
+    """The step of the checkpoint a run resumes from, or 0 for a fresh run."""
+    if not train.resume_from_checkpoint:
+        return 0
+    return int(find_checkpoint(staging, train.resume_from_checkpoint).name.split("-")[1])
 
 
 def _resumable(staging: Path) -> bool:
@@ -99,7 +107,7 @@ def run_method(cfg: Configs, staging: Path, base, base_state: dict, base_fingerp
         denoiser.to(accelerator.device)
         teacher = adapter.copy_denoiser(base_state).requires_grad_(False).to(accelerator.device) \
             if method.needs_teacher else None
-        denoiser, method, last, refined = _fit(cfg, denoiser, method, make_method, task, concept, staging,
+        denoiser, method, last, refined = _fit(cfg, base, denoiser, method, make_method, task, concept, staging,
                                                accelerator, teacher, base_fingerprint)
     except BaseException:
         if not (staging / CHECKPOINT_DIR).is_dir() and accelerator.is_main_process:
@@ -108,7 +116,7 @@ def run_method(cfg: Configs, staging: Path, base, base_state: dict, base_fingerp
     return denoiser.to("cpu").eval(), method, concept, last, refined
 
 
-def _fit(cfg: Configs, denoiser, method, make_method, task, concept: dict, staging: Path, accelerator, teacher,
+def _fit(cfg: Configs, base, denoiser, method, make_method, task, concept: dict, staging: Path, accelerator, teacher,
          base_fingerprint: str) -> tuple[Any, Any, dict, dict | None]:
     """The method's work: RUM's stages (the mask saved is their union), or a mask then an edit or training."""
     refined = None
@@ -125,7 +133,10 @@ def _fit(cfg: Configs, denoiser, method, make_method, task, concept: dict, stagi
     if refined is None and method.edit is not None:
         last = {"step": 0, **method.edit(denoiser, task)}
     elif refined is None:
-        trainer = EraseTrainer(denoiser, method, task, cfg.train, staging, accelerator=accelerator)
+        rounds = [AdversarialRounds(cfg.adversarial, base, task, concept, cfg.train.seed, staging, cfg.train.max_steps,
+                                    accelerator.is_main_process, resumed_step(staging, cfg.train))
+                  ] if cfg.adversarial.adversarial_rounds else []
+        trainer = EraseTrainer(denoiser, method, task, cfg.train, staging, callbacks=rounds, accelerator=accelerator)
         last = trainer.train()
         denoiser = trainer.denoiser
     return denoiser, method, last, refined

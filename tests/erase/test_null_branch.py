@@ -197,3 +197,44 @@ def test_the_null_term_runs_on_a_text_model(tmp_path):
     logs = [json.loads(x) for x in (out / "logs.jsonl").read_text().splitlines() if "null_loss" in x]
     assert len(logs) == 2 and all(math.isfinite(r["null_loss"]) for r in logs)
     assert json.loads((out / "erasure.json").read_text())["config"]["method"]["null_gate"] == "posterior"
+
+
+def _forget_term(unet, teacher, task, guidance):
+    method = RLMethod(RLConfig(batch_size=6, alpha=0.0, remap_guidance=guidance))
+    assert method.needs_teacher
+    method.prepare(unet, task, torch.Generator().manual_seed(0), teacher=teacher)
+    _, logs = method.compute_loss(unet, Sampler(task, torch.Generator().manual_seed(5), "cpu"))
+    replay = Sampler(task, torch.Generator().manual_seed(5), "cpu")
+    forget = replay.forget(6)
+    return logs["forget_loss"], forget, replay.noisy(forget.x0), replay.anchor(forget.cond)
+
+
+def test_the_guided_remap_matches_guided_outputs_wherever_the_null_branch_went(tiny_pipe, tiny_task):
+    """remap_guidance g: the forget term is the distance between the student's CFG-guided output under the
+    forget label (its own null prediction held) and the base's guided output under the remap label, over g^2;
+    with the null branch where the base has it, that is SalUn's distance to the base's remap prediction."""
+    unet = tiny_pipe.unet
+    teacher = copy.deepcopy(unet).requires_grad_(False)
+    predict = lambda model, z, t, c: model(z, t, class_labels=c).sample  # noqa: E731
+    value, forget, noisy, anchor = _forget_term(unet, teacher, tiny_task, 3.0)
+    with torch.no_grad():
+        plain = F.mse_loss(predict(unet, noisy.z_t, noisy.t, forget.cond), predict(teacher, noisy.z_t, noisy.t, anchor))
+    assert value == pytest.approx(plain.item(), rel=1e-5)
+
+    with torch.no_grad():  # the student's null branch moves, its conditional branches do not
+        unet.class_embedding.weight[tiny_task.null].add_(0.5)
+    value, forget, noisy, anchor = _forget_term(unet, teacher, tiny_task, 3.0)
+    null = torch.full((6,), tiny_task.null)
+    with torch.no_grad():
+        u, u0 = predict(unet, noisy.z_t, noisy.t, null), predict(teacher, noisy.z_t, noisy.t, null)
+        guided = u + 3.0 * (predict(unet, noisy.z_t, noisy.t, forget.cond) - u)
+        base_guided = u0 + 3.0 * (predict(teacher, noisy.z_t, noisy.t, anchor) - u0)
+        expected = F.mse_loss(guided, base_guided) / 9.0
+    assert not torch.allclose(u, u0) and value != pytest.approx(plain.item(), rel=1e-3)
+    assert value == pytest.approx(expected.item(), rel=1e-4)
+
+
+def test_remap_guidance_is_off_or_a_guidance_scale():
+    assert not RLMethod(RLConfig()).needs_teacher  # plain RL: no frozen copy of the base
+    with pytest.raises(ConfigError, match="remap_guidance"):
+        erasekit.SalUnConfig(remap_guidance=0.5)

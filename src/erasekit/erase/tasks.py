@@ -9,7 +9,8 @@ family shares one saliency routine, one set of objectives and one training loop.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -59,6 +60,8 @@ class ConditionTask:
         self.prompt_table = list(prompt_table) if prompt_table is not None else None
         held = forget_x if len(forget_x) else retain_x
         self.sample_shape = tuple(sample_shape) if sample_shape is not None else tuple(held.shape[1:])
+        self.adversary_ids: list[int] = []  # conditions an attack found (`add_adversary`)
+        self.adversarial_share = 0.0
 
     def condition_ids(self, side: str) -> list[int]:
         """The condition ids of the "forget" or "retain" side: the forget prompts or the retain prompts."""
@@ -89,7 +92,31 @@ class ConditionTask:
         return Batch(x[idx].to(device), c[idx].to(device), idx)
 
     def forget_batch(self, n: int, generator: torch.Generator, device="cpu") -> Batch:
-        return self._draw(self.forget_x, self.forget_c, n, generator, device)
+        """`n` forget samples; once an attack has found conditions (`add_adversary`), the first
+        `adversarial_share` of them carry one of those instead of their own (drawn uniformly)."""
+        batch = self._draw(self.forget_x, self.forget_c, n, generator, device)
+        k = round(self.adversarial_share * n) if self.adversary_ids else 0
+        if k:
+            pick = torch.randint(0, len(self.adversary_ids), (k,), generator=generator)
+            batch.cond = batch.cond.clone()
+            batch.cond[:k] = torch.as_tensor(self.adversary_ids, dtype=batch.cond.dtype)[pick].to(batch.cond.device)
+        return batch
+
+    def add_adversary(self, condition) -> int:
+        """A condition an attack found for the forget concept, as a new condition id (which the forget batches
+        then draw, see `forget_batch`). Text models: one row of every conditioning tensor (the encoders'
+        output for the attack's prompt with its embeddings injected)."""
+        if self.table is None:
+            raise NotImplementedError(f"{type(self).__name__} takes no found conditions")
+        rows = {k: v.detach().float().cpu().reshape(1, *self.table[k].shape[1:]) for k, v in condition.items()}
+        if set(rows) != set(self.table):
+            raise ValueError(f"a found condition has {sorted(rows)}; this task's conditions are {sorted(self.table)}")
+        new = next(iter(self.table.values())).shape[0]
+        self.table = {k: torch.cat([v, rows[k].to(v.dtype)]) for k, v in self.table.items()}
+        if self.prompt_table is not None:
+            self.prompt_table.append(f"<found condition {len(self.adversary_ids) + 1}>")
+        self.adversary_ids.append(new)
+        return new
 
     def retain_batch(self, n: int, generator: torch.Generator, device="cpu") -> Batch:
         return self._draw(self.retain_x, self.retain_c, n, generator, device)
@@ -176,6 +203,20 @@ class ClassConditionalTask(ConditionTask):
         """The forget classes, or the kept classes ("retain")."""
         return list(self.forget if side == "forget" else self.kept)
 
+    def add_adversary(self, condition: torch.Tensor) -> int:
+        """A class-embedding row an attack found (the output of `class_embedding` that stands for a label),
+        as the id after the null label and those found before."""
+        self.adversary_rows = [*getattr(self, "adversary_rows", []), condition.detach().float().reshape(-1).cpu()]
+        self.adversary_ids.append(self.null + len(self.adversary_rows))
+        return self.adversary_ids[-1]
+
+    def predict(self, denoiser, z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        if not self.adversary_ids or not bool((cond > self.null).any()):
+            return super().predict(denoiser, z_t, t, cond)
+        layer = getattr(denoiser, "module", denoiser).class_embedding  # under DDP, the wrapped module's
+        with found_rows(layer, self.null, torch.stack(self.adversary_rows)):
+            return super().predict(denoiser, z_t, t, cond)
+
     @classmethod
     def for_pipeline(cls, pipe, images, labels, forget, target_label=None, remap="random") -> ClassConditionalTask:
         adapter = adapter_for(pipe)
@@ -202,6 +243,30 @@ class SampleTask(ClassConditionalTask):
         k = len(self.kept)
         shift = torch.randint(1, k, (cond.shape[0],), generator=generator).to(cond.device)
         return (cond + shift) % k
+
+
+@contextlib.contextmanager
+def found_rows(layer: torch.nn.Module, null: int, rows: torch.Tensor) -> Iterator[None]:
+    """Inside, the embedding `layer` reads id `null + 1 + j` as the row `rows[j]` (its output, trained through
+    like any other input) and every other id as it is."""
+    state = {}
+
+    def before(module, args):
+        ids = args[0]
+        state["found"] = ids > null
+        state["which"] = (ids - null - 1).clamp(min=0)
+        return (torch.where(state["found"], torch.full_like(ids, null), ids), *args[1:])
+
+    def after(module, args, out):
+        vectors = rows.to(out.device, out.dtype)[state["which"]]
+        return torch.where(state["found"].unsqueeze(-1), vectors, out)
+
+    handles = [layer.register_forward_pre_hook(before), layer.register_forward_hook(after)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def farthest_class(images: torch.Tensor, labels: torch.Tensor, forget: Sequence[int], kept: Sequence[int]) -> int:

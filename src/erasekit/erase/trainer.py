@@ -208,7 +208,8 @@ class EraseTrainer:
                 kept.append(line + "\n")
         write_text(path, "".join(kept))
 
-    def _log(self, record: dict[str, Any]) -> None:
+    def log(self, record: dict[str, Any]) -> None:
+        """Append `record` to `logs.jsonl` (main process) and to the trackers."""
         if self.accelerator.is_main_process:
             with open(self.work_dir / LOG_FILE, "a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -248,7 +249,7 @@ class EraseTrainer:
                     self.ema.step([p for p, _ in masked.values()])
                 last = {"step": self.state.step, "lr": lr_scheduler.get_last_lr()[0], **logs}
                 if self.state.step % cfg.log_every == 0 or self.state.step == cfg.max_steps:
-                    self._log(last)
+                    self.log(last)
                 if cfg.checkpointing_steps and self.state.step % cfg.checkpointing_steps == 0:
                     self._save_checkpoint()
                 for callback in self.callbacks:

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from ...config import check
-from ..objectives import remap_loss
+from ..objectives import mse, remap_loss
 from ..registry import register_method
 from ..tasks import Sampler
 from .shared import NullBranchSettings, RetainSettings, ScopedMethod
@@ -27,12 +27,22 @@ class RLConfig(RetainSettings, NullBranchSettings):
     retain_target: str = field(default="noise", metadata={
         "help": "target of the retain loss: noise (the ordinary diffusion loss, as SalUn) or teacher (the frozen "
                 "base's prediction on the same noisy retain batch, which is zero-gradient at the base)"})
+    forget_weight: float = field(default=1.0, metadata={"help": "weight of the forget (remap) term"})
+    remap_guidance: float = field(default=0.0, metadata={
+        "help": "0: the forget term pulls f(z_t | c_f) to sg(f(z_t | c')) (SalUn). g > 0: it pulls the CFG-guided "
+                "prediction u + g (f(z_t | c_f) - u), the model's own null prediction u held fixed, to the base's "
+                "guided prediction under c' (u0 + g (f0(z_t | c') - u0)). Set it to the sampling guidance scale "
+                "with a null_target: a null branch moved away from the concept is otherwise amplified back into "
+                "it by CFG under the forget label"})
 
     def __post_init__(self):
         super().__post_init__()
         NullBranchSettings.__post_init__(self)
         check(self.remap in ("random", "farthest"), "remap", self.remap, "random or farthest")
         check(self.retain_target in RETAIN_TARGETS, "retain_target", self.retain_target, " or ".join(RETAIN_TARGETS))
+        check(self.forget_weight > 0, "forget_weight", self.forget_weight, "> 0")
+        check(self.remap_guidance == 0 or self.remap_guidance >= 1, "remap_guidance", self.remap_guidance,
+              "0 (off) or a guidance scale >= 1")
 
 
 class RLMethod(ScopedMethod):
@@ -41,18 +51,42 @@ class RLMethod(ScopedMethod):
 
     config: RLConfig
 
+    @property
+    def needs_teacher(self) -> bool:
+        return super().needs_teacher or self.config.remap_guidance > 0
+
     def compute_loss(self, denoiser, sampler: Sampler) -> tuple[torch.Tensor, dict[str, Any]]:
         def predict(z, t, c):
             return sampler.task.predict(denoiser, z, t, c)
 
         forget = sampler.forget(self.config.batch_size)
         noisy = sampler.noisy(forget.x0)
-        forget_loss = remap_loss(predict, noisy, forget.cond, sampler.anchor(forget.cond))
+        if self.config.remap_guidance:
+            forget_loss = guided_remap_loss(predict, self.teacher, sampler, noisy, forget.cond,
+                                            self.config.remap_guidance)
+        else:
+            forget_loss = remap_loss(predict, noisy, forget.cond, sampler.anchor(forget.cond))
         retain_loss = self.retain_loss(denoiser, sampler)
-        loss = forget_loss + self.config.alpha * retain_loss
+        loss = (forget_loss if self.config.forget_weight == 1 else self.config.forget_weight * forget_loss) \
+            + self.config.alpha * retain_loss
         logs = {"forget_loss": forget_loss.item(), "retain_loss": retain_loss.item()}
         loss = self.with_null_branch(loss, logs, denoiser, sampler, forget, noisy)
         return loss, {"loss": loss.item(), **logs}
+
+
+def guided_remap_loss(predict, teacher, sampler: Sampler, noisy, cond, guidance: float) -> torch.Tensor:
+    """`||u + g (f(z_t | c_f) - u) - sg(u0 + g (f0(z_t | c') - u0))||^2 / g^2`, with u = sg(f(z_t | null)) the
+    model's null prediction and u0, f0 the frozen base's: the conditional branch is pulled to
+    `u + (A0 - u) / g`, so that the guided output under the forget label is the base's guided output under
+    the remap target, wherever the null branch has moved. With u = u0 it is SalUn's target f0(z_t | c')."""
+    task = sampler.task
+    anchor, null = sampler.anchor(cond), task.null_cond(cond)
+    with torch.no_grad():
+        u = predict(noisy.z_t, noisy.t, null)
+        u0 = task.predict(teacher, noisy.z_t, noisy.t, null)
+        guided = u0 + guidance * (task.predict(teacher, noisy.z_t, noisy.t, anchor) - u0)
+        target = u + (guided - u) / guidance
+    return mse(predict(noisy.z_t, noisy.t, cond), target)
 
 
 register_method("rl", config_cls=RLConfig, method_cls=RLMethod,
