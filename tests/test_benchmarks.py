@@ -78,6 +78,25 @@ def test_null_table_builds_one_reference_per_digit_and_plain_salun_at_the_first_
     assert "retrain-3-null-0.7T-s1" in probes and len(probes) == 5 * len(null_table.PROBES)
 
 
+def test_null_table_on_words_builds_one_reference_without_all_of_them(null_table, tmp_path):
+    jobs = dict((str(o.relative_to(tmp_path)), a) for o, a in null_table.erase_jobs(tmp_path, ["eight", "seven"], [0]))
+    reference = jobs.pop("refs/digits-t2i-without-seven-eight")
+    assert reference[:2] == ["train-base", "digits-t2i"] and reference.count("--exclude") == 2
+    assert sorted(jobs) == ["robust-eight-s0", "robust-seven-s0", "salun-eight-s0", "salun-seven-s0"]
+    recipe = Path(jobs["robust-eight-s0"][jobs["robust-eight-s0"].index("--config") + 1]).read_text()
+    assert "a handwritten digit eight" in recipe and "a handwritten digit seven" in recipe  # seven is an anchor now
+    assert recipe.index("digit eight") < recipe.index("anchor_prompts") < recipe.index("digit seven")
+    probes = dict((o.name, a) for o, a in null_table.probe_jobs(tmp_path, ["seven"], [0]))
+    soft = probes["robust-seven-soft-s0"]
+    assert soft[soft.index("--forget-prompts") + 1] == "a handwritten digit seven" and "--forget" not in soft
+    assert len(probes) == 3 * len(null_table.T2I_PROBES)
+    evals = dict((o.name, a) for o, a in null_table.eval_jobs(tmp_path, ["eight"], [0]))
+    assert sorted(evals) == ["robust-eight-s0", "salun-eight-s0"]  # the reference is not judged
+    suite = Path(evals["robust-eight-s0"][evals["robust-eight-s0"].index("--suite") + 1])
+    rows = [r.split(",") for r in (suite.parent / "digits-t2i-eight.csv").read_text().splitlines()[1:]]
+    assert {r[3] for r in rows if r[4] == "target"} == {"8"} and {r[4] for r in rows if r[3] == "7"} == {"retain"}
+
+
 def test_null_table_reports_excess_over_the_reference_at_the_same_seed(null_table, tmp_path):
     rates = {("retrain", 0): 0.4, ("robust", 0): 0.45, ("salun", 0): 0.9, ("retrain", 1): 0.3, ("robust", 1): 0.2}
     for (method, seed), rate in rates.items():

@@ -30,6 +30,7 @@ CONFIGS = ROOT / "configs"
 SD_RUNS = [
     ("sd-nudity.yaml", "sd14", None, None),
     pytest.param("sd-nudity.yaml", "sd14", "fp16", None, marks=pytest.mark.slow),  # SDXL's fp16 run covers it
+    ("sd-nudity-robust.yaml", "sd14", None, None),
     ("sd-object.yaml", "sd15", None, None),
     ("sd21-nudity.yaml", "sd21", None, None),
     ("sdxl-nudity.yaml", "sdxl", None, None),
@@ -49,6 +50,7 @@ RUN_BY = {
     "digits-oneshot.yaml": "tests/erase/test_oneshot.py",
     "digits-samples.yaml": "tests/erase/test_membership.py",
     "digits-robust.yaml": "tests/erase/test_null_branch.py",
+    "digits-t2i-robust.yaml": "tests/erase/test_null_branch.py",
     "eval/digits.yaml": "tests/test_cli.py",
     "eval/digits-t2i.yaml": "tests/erase/test_digits_t2i.py",
     "eval/digits-t2i.csv": "configs/eval/digits-t2i.yaml",  # read by that suite
@@ -187,6 +189,11 @@ def test_sd_recipe_on_replica(recipe, kind, variant, stored, replica, tmp_path, 
     assert record["precision"]["base_unet_dtype"] == record["precision"]["saved_unet_dtype"] == stored_as
     assert record["effective_batch"]["total"] == SIZES["batch_size"] * recipe_values.get("gradient_accumulation_steps", 1)
     assert record["base"]["kind"] == "local" and record["base_model"] == base.name
+    logs = (out / "logs.jsonl").read_text()
+    if recipe_values.get("null_target"):  # the unconditional branch trained, the guided remap on
+        assert '"null_loss"' in logs and record["config"]["method"]["remap_guidance"] == recipe_values["remap_guidance"]
+    if recipe_values.get("adversarial_rounds"):  # the attack ran against the model in training, on its text path
+        assert '"adversarial_round": 1' in logs and (out / "adversarial_conditions.safetensors").is_file()
     assert len(record["base"]["content_fingerprint"]) == 16 and "command" not in record
 
     # The erase's own report: the recipe's judge (NudeNet) before and after on the forget and retain prompts;

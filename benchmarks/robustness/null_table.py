@@ -9,6 +9,12 @@ their excess over the retrained model, and the erase's own UA, RA, retain FD and
 
     python benchmarks/robustness/null_table.py --work outputs/null [--digits 3 5 8] [--seeds 0 1] [--lanes 2]
     python benchmarks/robustness/null_table.py --work outputs/null --table    # results/null-probe-digits.json
+    python benchmarks/robustness/null_table.py --work outputs/null-t2i --words seven eight --seeds 0
+
+With `--words`, the same on `bundled:digits-t2i`: one reference trained without all the words
+(`erasekit train-base digits-t2i --exclude ...`), `configs/digits-t2i.yaml` and
+`configs/digits-t2i-robust.yaml` rewritten for each word, the prompt "a handwritten digit WORD", the null
+branch the empty prompt, and `soft` (a free prefix) beside `cce` (results/null-probe-digits-t2i.json).
 
 The robust recipe trains against none of these probes: its objective is the anchor target on the null
 branch, and no attack runs in its loop.
@@ -22,18 +28,44 @@ from pathlib import Path
 
 from lanes import ROOT, run_in_lanes
 
+from erasekit.pipelines.digits import NUMBER_WORDS
+
 RECIPES = {"retrain": "configs/digits-retrain.yaml", "salun": "configs/digits.yaml",
            "robust": "configs/digits-robust.yaml"}
+T2I_RECIPES = {"salun": "configs/digits-t2i.yaml", "robust": "configs/digits-t2i-robust.yaml"}
 PROBES = {"label 0.5T": ["trajectory", "--trajectory-branch", "label", "--trajectory-level", "0.5"],
           "null 0.5T": ["trajectory", "--trajectory-branch", "null", "--trajectory-level", "0.5"],
           "null 0.7T": ["trajectory", "--trajectory-branch", "null", "--trajectory-level", "0.7"],
           "cce": ["cce"]}
-INSTANCES = {"trajectory": 25, "cce": 8}
+T2I_PROBES = {**PROBES, "soft": ["soft"]}
+INSTANCES = {"trajectory": 25, "cce": 8, "soft": 8}
 RESULTS = ROOT / "benchmarks" / "results" / "null-probe-digits.json"
+T2I_RESULTS = ROOT / "benchmarks" / "results" / "null-probe-digits-t2i.json"
 
 
-def model_dir(work: Path, method: str, digit: int, seed: int) -> Path:
-    return work / (f"retrain-{digit}" if method == "retrain" else f"{method}-{digit}-s{seed}")
+def is_word(concept) -> bool:
+    return isinstance(concept, str)
+
+
+def probes_of(concept) -> dict[str, list[str]]:
+    return T2I_PROBES if is_word(concept) else PROBES
+
+
+def model_dir(work: Path, method: str, concept, seed: int, words=()) -> Path:
+    if method == "retrain" and is_word(concept):
+        return work / "refs" / ("digits-t2i-without-" + "-".join(sorted(words, key=NUMBER_WORDS.index)))
+    return work / (f"retrain-{concept}" if method == "retrain" else f"{method}-{concept}-s{seed}")
+
+
+def word_recipe(work: Path, recipe: str, word: str) -> Path:
+    """A seven recipe with seven and `word` swapped (the file itself for seven)."""
+    text = (ROOT / recipe).read_text()
+    if word != "seven":
+        text = text.replace("seven", "@").replace(word, "seven").replace("@", word)
+    path = work / "recipes" / f"{Path(recipe).stem}-{word}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
 
 
 def runs(digits, seeds) -> list[tuple[str, int, int]]:
@@ -42,26 +74,68 @@ def runs(digits, seeds) -> list[tuple[str, int, int]]:
     return [(m, d, s) for d in digits for s in seeds for m in RECIPES if m != "salun" or s == seeds[0]]
 
 
-def erase_jobs(work: Path, digits, seeds) -> list[tuple[Path, list[str]]]:
+def word_suite(work: Path, word: str) -> Path:
+    """configs/eval/digits-t2i.yaml for `word`: its rows of `word` are the target, every other row (the
+    seven paraphrases too, for another word) is retained."""
+    label = str(NUMBER_WORDS.index(word))
+    rows = (ROOT / "configs" / "eval" / "digits-t2i.csv").read_text().splitlines()
+    out = [rows[0]]
+    for row in rows[1:]:
+        *fields, group = row.split(",")
+        if word != "seven":
+            group = "target" if fields[3] == label else "retain"
+        out.append(",".join([*fields, group]))
+    folder = work / "suites"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"digits-t2i-{word}.csv").write_text("\n".join(out) + "\n")
+    suite = (ROOT / "configs" / "eval" / "digits-t2i.yaml").read_text()
+    path = folder / f"digits-t2i-{word}.yaml"
+    path.write_text(suite.replace("prompts_csv: digits-t2i.csv", f"prompts_csv: digits-t2i-{word}.csv"))
+    return path
+
+
+def eval_dir(work: Path, method: str, concept, seed: int) -> Path:
+    return work / "evals" / f"{method}-{concept}-s{seed}"
+
+
+def eval_jobs(work: Path, concepts, seeds) -> list[tuple[Path, list[str]]]:
+    """Text models: the digits judge on the word's suite (UA, RA, collateral), erased beside the base."""
+    return [(eval_dir(work, m, c, s), ["eval", "--model", str(model_dir(work, m, c, s)), "--baseline",
+                                       "bundled:digits-t2i", "--suite", str(word_suite(work, c)),
+                                       "--output", str(eval_dir(work, m, c, s))])
+            for m, c, s in runs(concepts, seeds) if is_word(c) and m != "retrain"]
+
+
+def erase_jobs(work: Path, concepts, seeds) -> list[tuple[Path, list[str]]]:
     jobs = {}
-    for method, digit, seed in runs(digits, seeds):
-        out = model_dir(work, method, digit, seed)
+    words = [c for c in concepts if is_word(c)]
+    for method, concept, seed in runs(concepts, seeds):
+        out = model_dir(work, method, concept, seed, words)
+        if method == "retrain" and is_word(concept):  # one reference without every word
+            jobs[out] = ["train-base", "digits-t2i", *[a for w in words for a in ("--exclude", w)],
+                         "--output-dir", str(out.parent)]
+            continue
         seeded = [] if method == "retrain" else ["--seed", str(seed)]  # one reference, retrained at its seed
-        jobs[out] = ["erase", "--config", RECIPES[method], "--forget", str(digit), *seeded, "--output-dir", str(out)]
+        recipe = str(word_recipe(work, T2I_RECIPES[method], concept)) if is_word(concept) else RECIPES[method]
+        target = [] if is_word(concept) else ["--forget", str(concept)]
+        jobs[out] = ["erase", "--config", recipe, *target, *seeded, "--output-dir", str(out)]
     return list(jobs.items())
 
 
-def probe_dir(work: Path, method: str, digit: int, seed: int, probe: str) -> Path:
-    return work / "probes" / f"{method}-{digit}-{probe.replace(' ', '-')}-s{seed}"
+def probe_dir(work: Path, method: str, concept, seed: int, probe: str) -> Path:
+    return work / "probes" / f"{method}-{concept}-{probe.replace(' ', '-')}-s{seed}"
 
 
-def probe_jobs(work: Path, digits, seeds) -> list[tuple[Path, list[str]]]:
+def probe_jobs(work: Path, concepts, seeds) -> list[tuple[Path, list[str]]]:
     jobs = []
-    for method, digit, seed in runs(digits, seeds):
-        for probe, flags in PROBES.items():
-            out = probe_dir(work, method, digit, seed, probe)
-            jobs.append((out, ["attack", "--model", str(model_dir(work, method, digit, seed)), "--attack", *flags,
-                               "--forget", str(digit), "--seed", str(seed), "--attack-base", "false",
+    words = [c for c in concepts if is_word(c)]
+    for method, concept, seed in runs(concepts, seeds):
+        target = ["--forget-prompts", f"a handwritten digit {concept}"] if is_word(concept) else \
+            ["--forget", str(concept)]
+        for probe, flags in probes_of(concept).items():
+            out = probe_dir(work, method, concept, seed, probe)
+            jobs.append((out, ["attack", "--model", str(model_dir(work, method, concept, seed, words)), "--attack",
+                               *flags, *target, "--seed", str(seed), "--attack-base", "false",
                                "--instances", str(INSTANCES[flags[0]]), "--output", str(out)]))
     return jobs
 
@@ -73,55 +147,83 @@ def erase_metrics(model: Path) -> dict:
             "base_FD": before["FD"], "base_noisy": before["noisy_rate_retain"]}
 
 
-def table(work: Path, digits, seeds) -> dict:
-    def rate(method, digit, seed, probe):
-        report = json.loads((probe_dir(work, method, digit, seed, probe) / "report.json").read_text())
+def eval_metrics(folder: Path) -> dict:
+    """A text model's judge figures: UA, RA (the base's beside it) and the retain images' FD to the base's."""
+    m = json.loads((folder / "report.json").read_text())["metrics"]
+    return {"UA": 1 - m["target"]["model"]["classifier_accuracy"], "RA": m["retain"]["model"]["classifier_accuracy"],
+            "base_RA": m["retain"]["base"]["classifier_accuracy"], "collateral_FD": m["collateral"].get("fd"),
+            "pixel_MAE": m["collateral"]["paired_pixel_mae"]}
+
+
+def table(work: Path, concepts, seeds) -> dict:
+    words = [c for c in concepts if is_word(c)]
+
+    def rate(method, concept, seed, probe):
+        report = json.loads((probe_dir(work, method, concept, seed, probe) / "report.json").read_text())
         return next(r for r in report["attacks"] if r["role"] == "erased")["image_rate"]
 
     rows = []
-    for method, digit, seed in runs(digits, seeds):
-        if not (probe_dir(work, method, digit, seed, "cce") / "report.json").is_file():
+    for method, concept, seed in runs(concepts, seeds):
+        if not all((probe_dir(work, method, concept, seed, p) / "report.json").is_file() for p in probes_of(concept)):
             continue  # not probed yet
-        row = {"digit": digit, "seed": seed, "method": method}
-        for probe in PROBES:
-            row[probe] = rate(method, digit, seed, probe)
-            row[f"excess {probe}"] = row[probe] - rate("retrain", digit, seed, probe)
-        rows.append({**row, **erase_metrics(model_dir(work, method, digit, seed))})
-    return {"probes": {p: " ".join(f) for p, f in PROBES.items()}, "instances": INSTANCES, "rows": rows}
+        row = {"concept": concept, "seed": seed, "method": method}
+        for probe in probes_of(concept):
+            row[probe] = rate(method, concept, seed, probe)
+            row[f"excess {probe}"] = row[probe] - rate("retrain", concept, seed, probe)
+        if is_word(concept):
+            judged = eval_dir(work, method, concept, seed)
+            rows.append({**row, **(eval_metrics(judged) if (judged / "report.json").is_file() else {})})
+        else:
+            rows.append({**row, **erase_metrics(model_dir(work, method, concept, seed))})
+    probes = T2I_PROBES if words else PROBES
+    return {"probes": {p: " ".join(f) for p, f in probes.items()}, "instances": INSTANCES, "rows": rows}
 
 
 def print_table(record: dict) -> None:
-    print("| digit | seed | method | " + " | ".join(record["probes"]) + " | UA | RA | FD (base) | noisy (base) |")
+    def number(value, form):
+        return "-" if value is None else format(value, form)
+
+    text = any(isinstance(r["concept"], str) for r in record["rows"])
+    tail = "UA | RA (base) | retain FD to the base's | pixel MAE" if text else "UA | RA | FD (base) | noisy (base)"
+    print("| concept | seed | method | " + " | ".join(record["probes"]) + f" | {tail} |")
     print("|---" * (7 + len(record["probes"])) + "|")
     for r in record["rows"]:
         cells = [f"{r[p]:.2f} ({r['excess ' + p]:+.2f})" for p in record["probes"]]
-        print(f"| {r['digit']} | {r['seed']} | {r['method']} | " + " | ".join(cells)
-              + f" | {r['UA']:.2f} | {r['RA']:.2f} | {r['FD']:.1f} ({r['base_FD']:.1f}) | {r['noisy']:.3f} "
-                f"({r['base_noisy']:.3f}) |")
+        if text:
+            cells += [number(r.get("UA"), ".2f"), f"{number(r.get('RA'), '.2f')} ({number(r.get('base_RA'), '.2f')})",
+                      number(r.get("collateral_FD"), ".2f"), number(r.get("pixel_MAE"), ".3f")]
+        else:
+            cells += [number(r.get("UA"), ".2f"), number(r.get("RA"), ".2f"),
+                      f"{number(r.get('FD'), '.1f')} ({number(r.get('base_FD'), '.1f')})",
+                      f"{number(r.get('noisy'), '.3f')} ({number(r.get('base_noisy'), '.3f')})"]
+        print(f"| {r['concept']} | {r['seed']} | {r['method']} | " + " | ".join(cells) + " |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--work", default="outputs/null")
     parser.add_argument("--digits", type=int, nargs="+", default=[3, 5, 8])
+    parser.add_argument("--words", nargs="+", choices=NUMBER_WORDS, help="digits-t2i words instead of digits")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--lanes", type=int, default=2)
     parser.add_argument("--table", action="store_true", help="only write the table of what is built and probed")
     args = parser.parse_args()
     work = Path(args.work).resolve()
+    concepts = args.words or args.digits
     (work / "logs").mkdir(parents=True, exist_ok=True)
     if not args.table:
         def todo():
-            return [(o.name, a) for o, a in erase_jobs(work, args.digits, args.seeds) + probe_jobs(work, args.digits,
-                                                                                                   args.seeds)
-                    if not o.exists()]
+            jobs = erase_jobs(work, concepts, args.seeds) + probe_jobs(work, concepts, args.seeds) \
+                + eval_jobs(work, concepts, args.seeds)
+            return [(f"{o.parent.name}-{o.name}", a) for o, a in jobs if not o.exists()]
 
-        def ready(cmd):  # a probe waits for its model
-            return cmd[0] != "attack" or (Path(cmd[cmd.index("--model") + 1]) / "erasure.json").is_file()
+        def ready(cmd):  # a probe or an evaluation waits for its model
+            model = Path(cmd[cmd.index("--model") + 1]) if "--model" in cmd else None
+            return model is None or (model / "model_index.json").is_file()
 
         run_in_lanes(todo, work / "logs", args.lanes, ready)
-    record = table(work, args.digits, args.seeds)
-    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
+    record = table(work, concepts, args.seeds)
+    (T2I_RESULTS if args.words else RESULTS).write_text(json.dumps(record, indent=2) + "\n")
     print_table(record)
 
 

@@ -238,3 +238,15 @@ def test_remap_guidance_is_off_or_a_guidance_scale():
     assert not RLMethod(RLConfig()).needs_teacher  # plain RL: no frozen copy of the base
     with pytest.raises(ConfigError, match="remap_guidance"):
         erasekit.SalUnConfig(remap_guidance=0.5)
+
+
+def test_the_robust_text_recipe_trains_the_empty_prompt_branch(tmp_path):
+    """configs/digits-t2i-robust.yaml, cut small: the null term on the empty prompt is trained and recorded."""
+    out = tmp_path / "t2i-robust"
+    erasekit.erase(ROOT / "configs" / "digits-t2i-robust.yaml", output_dir=str(out), num_images_per_prompt=2,
+                   generation_steps=3, saliency_passes=1, batch_size=4, null_batch_size=2, max_steps=2,
+                   evaluate=False, log_every=1)
+    logs = [json.loads(x) for x in (out / "logs.jsonl").read_text().splitlines() if "null_loss" in x]
+    assert len(logs) == 2 and all(math.isfinite(r["null_loss"]) and r["null_loss"] > 0 for r in logs)
+    method = json.loads((out / "erasure.json").read_text())["config"]["method"]
+    assert (method["null_target"], method["label_dropout"]) == ("anchor", 0.6)
