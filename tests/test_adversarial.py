@@ -76,6 +76,13 @@ def test_a_bad_adversarial_setting_names_the_field(key, value, match):
         AdversarialConfig(**{key: value})
 
 
+def test_a_text_attack_is_refused_on_a_class_conditional_model_before_training(tmp_path):
+    with pytest.raises(ConfigError, match="needs a text model"):
+        erasekit.erase(ROOT / "configs" / "digits.yaml", forget=[3], output_dir=str(tmp_path / "o"),
+                       adversarial_rounds=1, adversarial_attack="uda")
+    assert not (tmp_path / "o").exists()
+
+
 def test_rounds_need_training_steps(tmp_path):
     with pytest.raises(ConfigError, match="rece_rounds"):
         erasekit.erase(ROOT / "configs" / "digits-t2i.yaml", method="uce", output_dir=str(tmp_path / "o"),

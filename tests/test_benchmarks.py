@@ -86,6 +86,7 @@ def test_null_table_on_words_builds_one_reference_without_all_of_them(null_table
     recipe = Path(jobs["robust-eight-s0"][jobs["robust-eight-s0"].index("--config") + 1]).read_text()
     assert "a handwritten digit eight" in recipe and "a handwritten digit seven" in recipe  # seven is an anchor now
     assert recipe.index("digit eight") < recipe.index("anchor_prompts") < recipe.index("digit seven")
+    assert "null_weight:" in recipe and "null_wseven" not in recipe  # whole words only
     probes = dict((o.name, a) for o, a in null_table.probe_jobs(tmp_path, ["seven"], [0]))
     soft = probes["robust-seven-soft-s0"]
     assert soft[soft.index("--forget-prompts") + 1] == "a handwritten digit seven" and "--forget" not in soft

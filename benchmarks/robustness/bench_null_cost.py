@@ -3,6 +3,9 @@
 `--repeats` times; the medians are compared.
 
     python benchmarks/robustness/bench_null_cost.py [--digit 3] [--repeats 2] [--recipe configs/digits-robust.yaml]
+        [--adversarial-rounds 2 [--adversarial-attack cce]]
+
+With `--adversarial-rounds`, the recipe with that many attack rounds in the loop is timed too.
 
 Writes benchmarks/results/null-cost-cpu.json, with the load average at the start and end.
 """
@@ -32,24 +35,31 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--plain", default="configs/digits.yaml")
     parser.add_argument("--recipe", default="configs/digits-robust.yaml")
+    parser.add_argument("--adversarial-rounds", type=int, default=0)
+    parser.add_argument("--adversarial-attack", default="cce")
     args = parser.parse_args()
-    walls: dict[str, list[float]] = {args.plain: [], args.recipe: []}
+    runs = {args.plain: (args.plain, {}), args.recipe: (args.recipe, {})}
+    if args.adversarial_rounds:
+        rounds = {"adversarial_rounds": args.adversarial_rounds, "adversarial_attack": args.adversarial_attack}
+        runs[f"{args.recipe} + {args.adversarial_rounds} {args.adversarial_attack} rounds"] = (args.recipe, rounds)
+    walls: dict[str, list[float]] = {name: [] for name in runs}
     load_start = os.getloadavg()
     for _ in range(args.repeats):
-        for recipe in walls:
+        for name, (recipe, overrides) in runs.items():
             with tempfile.TemporaryDirectory() as tmp:
                 started = time.time()
                 erasekit.erase(str(ROOT / recipe), forget=[args.digit], output_dir=str(Path(tmp) / "out"),
-                               evaluate=False)
-                walls[recipe].append(time.time() - started)
-            print(recipe, f"{walls[recipe][-1]:.1f} s", flush=True)
-    medians = {recipe: statistics.median(w) for recipe, w in walls.items()}
+                               evaluate=False, **overrides)
+                walls[name].append(time.time() - started)
+            print(name, f"{walls[name][-1]:.1f} s", flush=True)
+    medians = {name: statistics.median(w) for name, w in walls.items()}
     out = {"digit": args.digit, "wall_s": walls, "median_s": medians,
            "ratio": medians[args.recipe] / medians[args.plain],
+           "ratios": {name: m / medians[args.plain] for name, m in medians.items()},
            "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                        "platform": platform.platform(), "loadavg_start": load_start, "loadavg_end": os.getloadavg()}}
     (RESULTS / "null-cost-cpu.json").write_text(json.dumps(out, indent=2) + "\n")
-    print(f"ratio {out['ratio']:.2f}")
+    print("ratios to the plain recipe: " + ", ".join(f"{n} {r:.2f}" for n, r in out["ratios"].items()))
 
 
 if __name__ == "__main__":

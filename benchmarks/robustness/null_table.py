@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 from lanes import ROOT, run_in_lanes
@@ -60,8 +61,8 @@ def model_dir(work: Path, method: str, concept, seed: int, words=()) -> Path:
 def word_recipe(work: Path, recipe: str, word: str) -> Path:
     """A seven recipe with seven and `word` swapped (the file itself for seven)."""
     text = (ROOT / recipe).read_text()
-    if word != "seven":
-        text = text.replace("seven", "@").replace(word, "seven").replace("@", word)
+    if word != "seven":  # whole words only: null_weight keeps its "eight"
+        text = re.sub(rf"\b(seven|{word})\b", lambda m: word if m.group(1) == "seven" else "seven", text)
     path = work / "recipes" / f"{Path(recipe).stem}-{word}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

@@ -60,9 +60,16 @@ class AdversarialConfig:
         check(0 < self.adversarial_share <= 1, "adversarial_share", self.adversarial_share, "in (0, 1]")
         spec = get_attack(self.adversarial_attack)
         if spec.threat_model not in CONDITION_THREATS:
-            raise ConfigError(f"'adversarial_attack' is {self.adversarial_attack!r}, a {spec.threat_model} attack, "
-                              f"which finds no condition to train under; choose cce or soft (or uda, p4d, "
-                              f"ringabell on a text model)")
+            raise ConfigError(f"'adversarial_attack' is {self.adversarial_attack!r}, whose threat model "
+                              f"({spec.threat_model}) finds no condition to train under; choose cce or soft (or uda, "
+                              f"p4d, ringabell on a text model)")
+
+    def check_family(self, family: str) -> None:
+        """Refuse an attack that needs a text model on a class-conditional one, before any training."""
+        if self.adversarial_rounds and "text" in get_attack(self.adversarial_attack).needs \
+                and family == "class-conditional":
+            raise ConfigError(f"'adversarial_attack' {self.adversarial_attack!r} needs a text model, but this one is "
+                              f"class-conditional; use cce or soft")
 
     def attack_config(self):
         config_cls = get_attack(self.adversarial_attack).config

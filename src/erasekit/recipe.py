@@ -120,6 +120,7 @@ class Configs:
                 hint = "; name the classes with 'forget'"
             raise ConfigError(f"'{bad[0]}' applies to {other} models only, but '{model}' is {family}; remove "
                               f"'{bad[0]}' from the config or flags{hint}")
+        self.adversarial.check_family(family)
         if family == "text-to-image" and self.refine.needs_digits:
             raise ConfigError(f"'refine_proxy: {self.refine.refine_proxy}' reads the digits training run and split, "
                               f"which '{model}' (text-to-image) has not; use loss, cfg_gain or cond_magnitude")
