@@ -136,3 +136,9 @@ def test_rounds_run_on_a_text_model(tmp_path):
     found = load_file(out / FOUND_FILE)
     assert found and all(name.startswith("1/") for name in found)
     assert found["1/encoder_hidden_states"].shape[0] == 1
+
+
+def test_rounds_take_the_forget_classes_in_turn(tiny_task, tmp_path):
+    rounds = AdversarialRounds(AdversarialConfig(adversarial_rounds=3), None, tiny_task,
+                               {"forget_classes": [1, 2]}, 0, tmp_path, 8)
+    assert [rounds.target(at) for at in rounds.at] == [1, 2, 1]

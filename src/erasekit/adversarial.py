@@ -112,11 +112,10 @@ class AdversarialRounds:
         task.adversarial_share = config.adversarial_share
         self.missed = self._resume(resume_from) if resume_from else []
 
-    @property
-    def target(self) -> str | int:
-        if "forget_classes" in self.concept:
-            return int(self.concept["forget_classes"][0])
-        return str(self.concept["forget_prompts"][0])
+    def target(self, at: int) -> str | int:
+        """The label or prompt the round at step `at` inverts: the forget classes (prompts) in turn."""
+        targets = self.concept.get("forget_classes") or self.concept["forget_prompts"]
+        return targets[self.at.index(at) % len(targets)] if at in self.at else targets[0]
 
     def _resume(self, checkpoint: int) -> list[int]:
         """A run resumed from the checkpoint at step `checkpoint` trains on what the interrupted run found up
@@ -156,16 +155,16 @@ class AdversarialRounds:
         spec = get_attack(self.config.adversarial_attack)
         adapter = adapter_for(self.base)
         generator = torch.Generator().manual_seed(self.seed + step)
-        pick = torch.randint(0, len(self.task.forget_x), (self.config.adversarial_samples,), generator=generator)
-        instance = Instance(index=0, target=self.target, images=self.task.forget_x[pick], image_ids=tuple(pick.tolist()),
-                            eval_seeds=(), select_seeds=(), seed=self.seed + step)
+        target = self.target(step)
+        pool = torch.arange(len(self.task.forget_x)) if isinstance(target, str) else \
+            torch.nonzero(self.task.forget_c == target).squeeze(1)  # the images of the class it inverts
+        pick = pool[torch.randint(0, len(pool), (self.config.adversarial_samples,), generator=generator)]
+        instance = Instance(index=0, target=target, images=self.task.forget_x[pick],
+                            image_ids=tuple(pick.tolist()), eval_seeds=(), select_seeds=(), seed=self.seed + step)
         device = next(denoiser.parameters()).device
         unwrapped = getattr(denoiser, "module", denoiser)
         with frozen_for_attack(unwrapped):
             victim = FoundVictim(adapter.with_denoiser(unwrapped), "erased", "training", device=device)
-            if "text" in spec.needs and not victim.has_text:
-                raise ConfigError(f"'adversarial_attack' {self.config.adversarial_attack!r} needs a text model; use "
-                                  f"cce or soft on a class-conditional one")
             adversary = spec.attack(self.config.attack_config()).run(victim, instance, Context())
             if not victim.has_text:
                 condition = adversary.injection.vector.detach()
