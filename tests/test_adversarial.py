@@ -105,6 +105,7 @@ def test_an_erase_runs_its_rounds_and_keeps_what_they_found(tmp_path):
     assert sorted(found) == ["2/class_embedding", "4/class_embedding"] and not torch.equal(*found.values())
     record = json.loads((out / "erasure.json").read_text())["config"]
     assert record["adversarial"]["adversarial_rounds"] == 2
+    assert "Attack in the loop: 2 round(s) of `cce` (3 steps each)" in (out / "README.md").read_text()
     plain = tmp_path / "plain"
     _erase(plain, rounds=0)
     trained = [erasekit.load_pipeline(d).unet.state_dict() for d in (out, plain)]

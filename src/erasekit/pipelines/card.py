@@ -86,6 +86,12 @@ def _body(record: dict[str, Any], license_: str, source: str, grid: str | None) 
         *[f"| {k} | {v} |" for k, v in config["method"].items()],
         *[f"| {k} | {train[k]} |" for k in ("learning_rate", "max_steps", "seed", "mixed_precision") if k in train], "",
     ]
+    rounds = config.get("adversarial", {})
+    if rounds.get("adversarial_rounds"):
+        lines += [f"Attack in the loop: {rounds['adversarial_rounds']} round(s) of `{rounds['adversarial_attack']}` "
+                  f"({rounds['adversarial_steps']} steps each) against the model while it trained; "
+                  f"{rounds['adversarial_share']:.0%} of each later forget batch was remapped under what they found "
+                  "(`adversarial_conditions.safetensors`). Judge it with other attacks.", ""]
     if record.get("mask"):
         m = record["mask"]
         lines += [f"Mask: {m['selected']:,} of {m['total']:,} UNet weights ({m['selected'] / m['total']:.1%}).", ""]
