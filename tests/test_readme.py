@@ -28,7 +28,7 @@ PAGES = ["README.md", "docs/text-to-image.md", "docs/methods.md", "docs/memoriza
          "docs/attacks.md", "docs/shipping.md", "docs/bundled-models.md", "docs/architecture.md",
          "docs/troubleshooting.md"]
 HUB_IDS = {"CompVis/stable-diffusion-v1-4": "sd14", "stabilityai/stable-diffusion-xl-base-1.0": "sdxl"}
-RECIPE_REPLICA = {"sd-nudity.yaml": "sd14", "sd-object.yaml": "sd15", "sd21-nudity.yaml": "sd21",
+RECIPE_REPLICA = {"sd-nudity.yaml": "sd14", "sd-nudity-robust.yaml": "sd14", "sd-object.yaml": "sd15", "sd21-nudity.yaml": "sd21",
                   "sdxl-nudity.yaml": "sdxl", "sd3-nudity.yaml": "sd3", "flux-nudity.yaml": "flux"}
 SD_SIZES = ["--num-images-per-prompt", "2", "--resolution", "32", "--generation-steps", "2", "--batch-size", "2",
             "--saliency-batch-size", "2", "--max-steps", "2"]
