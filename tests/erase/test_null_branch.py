@@ -238,6 +238,8 @@ def test_remap_guidance_is_off_or_a_guidance_scale():
     assert not RLMethod(RLConfig()).needs_teacher  # plain RL: no frozen copy of the base
     with pytest.raises(ConfigError, match="remap_guidance"):
         erasekit.SalUnConfig(remap_guidance=0.5)
+    with pytest.raises(ConfigError, match="forget_weight"):
+        erasekit.RLConfig(forget_weight=0.0)
 
 
 def test_the_robust_text_recipe_trains_the_empty_prompt_branch(tmp_path):

@@ -61,6 +61,7 @@ class ConditionTask:
         held = forget_x if len(forget_x) else retain_x
         self.sample_shape = tuple(sample_shape) if sample_shape is not None else tuple(held.shape[1:])
         self.adversary_ids: list[int] = []  # conditions an attack found (`add_adversary`)
+        self.adversary_rows: list[torch.Tensor] = []  # class-conditional: the found class-embedding rows
         self.adversarial_share = 0.0
 
     def condition_ids(self, side: str) -> list[int]:
@@ -206,7 +207,7 @@ class ClassConditionalTask(ConditionTask):
     def add_adversary(self, condition: torch.Tensor) -> int:
         """A class-embedding row an attack found (the output of `class_embedding` that stands for a label),
         as the id after the null label and those found before."""
-        self.adversary_rows = [*getattr(self, "adversary_rows", []), condition.detach().float().reshape(-1).cpu()]
+        self.adversary_rows.append(condition.detach().float().reshape(-1).cpu())
         self.adversary_ids.append(self.null + len(self.adversary_rows))
         return self.adversary_ids[-1]
 

@@ -67,8 +67,7 @@ class RLMethod(ScopedMethod):
         else:
             forget_loss = remap_loss(predict, noisy, forget.cond, sampler.anchor(forget.cond))
         retain_loss = self.retain_loss(denoiser, sampler)
-        loss = (forget_loss if self.config.forget_weight == 1 else self.config.forget_weight * forget_loss) \
-            + self.config.alpha * retain_loss
+        loss = self.config.forget_weight * forget_loss + self.config.alpha * retain_loss  # x 1.0 is exact
         logs = {"forget_loss": forget_loss.item(), "retain_loss": retain_loss.item()}
         loss = self.with_null_branch(loss, logs, denoiser, sampler, forget, noisy)
         return loss, {"loss": loss.item(), **logs}
