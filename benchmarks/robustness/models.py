@@ -7,6 +7,7 @@ word) and the exact-unlearning references, with the shipped recipes. Skips model
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from lanes import ROOT, run_in_lanes
@@ -26,10 +27,18 @@ T2I_METHODS = ("salun", "esd", "uce")
 
 def t2i_recipe(work: Path, word: str) -> Path:
     """configs/digits-t2i.yaml for `word`: the seven recipe with seven and `word` swapped."""
-    text = (ROOT / "configs" / "digits-t2i.yaml").read_text()
-    if word != "seven":
-        text = text.replace("seven", "@").replace(word, "seven").replace("@", word)
-    path = work / f"digits-t2i-{word}.yaml"
+    return word_recipe(work, "configs/digits-t2i.yaml", word, work)
+
+
+def word_recipe(work: Path, recipe: str, word: str, folder: Path | None = None) -> Path:
+    """A seven recipe with seven and `word` swapped as whole words (the file itself for seven), written
+    to `folder` (work/recipes)."""
+    text = (ROOT / recipe).read_text()
+    if word != "seven":  # whole words only: null_weight keeps its "eight"
+        text = re.sub(rf"\b(seven|{word})\b", lambda m: word if m.group(1) == "seven" else "seven", text)
+    folder = folder or work / "recipes"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{Path(recipe).stem}-{word}.yaml"
     path.write_text(text)
     return path
 

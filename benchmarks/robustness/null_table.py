@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 
 from lanes import ROOT, run_in_lanes
+from models import word_recipe
 
 from erasekit.pipelines.digits import NUMBER_WORDS
 
@@ -56,17 +56,6 @@ def model_dir(work: Path, method: str, concept, seed: int, words=()) -> Path:
     if method == "retrain" and is_word(concept):
         return work / "refs" / ("digits-t2i-without-" + "-".join(sorted(words, key=NUMBER_WORDS.index)))
     return work / (f"retrain-{concept}" if method == "retrain" else f"{method}-{concept}-s{seed}")
-
-
-def word_recipe(work: Path, recipe: str, word: str) -> Path:
-    """A seven recipe with seven and `word` swapped (the file itself for seven)."""
-    text = (ROOT / recipe).read_text()
-    if word != "seven":  # whole words only: null_weight keeps its "eight"
-        text = re.sub(rf"\b(seven|{word})\b", lambda m: word if m.group(1) == "seven" else "seven", text)
-    path = work / "recipes" / f"{Path(recipe).stem}-{word}.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
 
 
 def runs(digits, seeds) -> list[tuple[str, int, int]]:

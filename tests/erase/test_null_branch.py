@@ -199,8 +199,8 @@ def test_the_null_term_runs_on_a_text_model(tmp_path):
     assert json.loads((out / "erasure.json").read_text())["config"]["method"]["null_gate"] == "posterior"
 
 
-def _forget_term(unet, teacher, task, guidance):
-    method = RLMethod(RLConfig(batch_size=6, alpha=0.0, remap_guidance=guidance))
+def _forget_term(unet, teacher, task, guidance, negative=0.0):
+    method = RLMethod(RLConfig(batch_size=6, alpha=0.0, remap_guidance=guidance, remap_negative=negative))
     assert method.needs_teacher
     method.prepare(unet, task, torch.Generator().manual_seed(0), teacher=teacher)
     _, logs = method.compute_loss(unet, Sampler(task, torch.Generator().manual_seed(5), "cpu"))
@@ -234,12 +234,32 @@ def test_the_guided_remap_matches_guided_outputs_wherever_the_null_branch_went(t
     assert value == pytest.approx(expected.item(), rel=1e-4)
 
 
+def test_the_negative_term_moves_the_guided_target_away_from_the_concept(tiny_pipe, tiny_task):
+    """remap_negative eta: the base's guided target under the remap label, less eta times the base's own
+    guidance toward the forget label."""
+    unet = tiny_pipe.unet
+    teacher = copy.deepcopy(unet).requires_grad_(False)
+    predict = lambda model, z, t, c: model(z, t, class_labels=c).sample  # noqa: E731
+    value, forget, noisy, anchor = _forget_term(unet, teacher, tiny_task, 3.0, negative=2.0)
+    null = torch.full((6,), tiny_task.null)
+    with torch.no_grad():
+        u0, c0 = predict(teacher, noisy.z_t, noisy.t, null), predict(teacher, noisy.z_t, noisy.t, forget.cond)
+        target = u0 + 3.0 * (predict(teacher, noisy.z_t, noisy.t, anchor) - u0) - 2.0 * (c0 - u0)
+        expected = F.mse_loss(u0 + 3.0 * (c0 - u0), target) / 9.0  # student == base here
+    assert value == pytest.approx(expected.item(), rel=1e-4)
+    assert value != pytest.approx(_forget_term(unet, teacher, tiny_task, 3.0)[0], rel=1e-3)
+
+
 def test_remap_guidance_is_off_or_a_guidance_scale():
     assert not RLMethod(RLConfig()).needs_teacher  # plain RL: no frozen copy of the base
     with pytest.raises(ConfigError, match="remap_guidance"):
         erasekit.SalUnConfig(remap_guidance=0.5)
     with pytest.raises(ConfigError, match="forget_weight"):
         erasekit.RLConfig(forget_weight=0.0)
+    with pytest.raises(ConfigError, match="remap_negative"):  # acts on the guided target only
+        erasekit.SalUnConfig(remap_negative=1.0)
+    with pytest.raises(ConfigError, match="remap_negative"):
+        erasekit.SalUnConfig(remap_guidance=3.0, remap_negative=-1.0)
 
 
 def test_the_robust_text_recipe_trains_the_empty_prompt_branch(tmp_path):

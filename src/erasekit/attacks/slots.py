@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import torch
 
 from ..errors import ConfigError
+from ..pipelines.rows import replaced_rows
 
 ENCODER_PAIRS = (("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2"), ("tokenizer_3", "text_encoder_3"))
 
@@ -97,32 +98,19 @@ class TextSlots:
 
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:
-        handles = []
-        for name, vectors in self.vectors.items():
-            layer = self.encoders[name][1].get_input_embeddings()
-            handles += self._hook(layer, torch.tensor(self.ids[name]), vectors)
-        try:
+        with contextlib.ExitStack() as stack:
+            for name, vectors in self.vectors.items():
+                layer = self.encoders[name][1].get_input_embeddings()
+                stack.enter_context(replaced_rows(layer, _slots_of(torch.tensor(self.ids[name])), vectors))
             yield
-        finally:
-            for handle in handles:
-                handle.remove()
 
-    @staticmethod
-    def _hook(layer, ids: torch.Tensor, vectors: torch.Tensor) -> list:
-        state = {}
 
-        def before(module, args):
-            input_ids = args[0]
-            slot = (input_ids.unsqueeze(-1) == ids.to(input_ids.device)).long()
-            state["mask"] = slot.any(-1)
-            state["slot"] = slot.argmax(-1)
-            return None
-
-        def after(module, args, out):
-            mask = state["mask"].unsqueeze(-1)
-            return torch.where(mask, vectors.to(out.device, out.dtype)[state["slot"]], out)
-
-        return [layer.register_forward_pre_hook(before), layer.register_forward_hook(after)]
+def _slots_of(ids: torch.Tensor):
+    """Input id -> its position in `ids`, or -1."""
+    def slots(input_ids):
+        match = input_ids.unsqueeze(-1) == ids.to(input_ids.device)
+        return torch.where(match.any(-1), match.long().argmax(-1), -1)
+    return slots
 
 
 class LabelRow:
@@ -133,14 +121,5 @@ class LabelRow:
         self.label = label
         self.vector = self.layer.weight[label].detach().clone().float()
 
-    @contextlib.contextmanager
-    def active(self) -> Iterator[None]:
-        def after(module, args, out):
-            mask = (args[0] == self.label).unsqueeze(-1)
-            return torch.where(mask, self.vector.to(out.device, out.dtype), out)
-
-        handle = self.layer.register_forward_hook(after)
-        try:
-            yield
-        finally:
-            handle.remove()
+    def active(self):
+        return replaced_rows(self.layer, lambda ids: torch.where(ids == self.label, 0, -1), self.vector[None])

@@ -9,14 +9,14 @@ family shares one saliency routine, one set of objectives and one training loop.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from ..errors import ConfigError
 from ..pipelines.adapters import Adapter, NoisyBatch, adapter_for
+from ..pipelines.rows import replaced_rows
 
 
 @dataclass
@@ -246,28 +246,10 @@ class SampleTask(ClassConditionalTask):
         return (cond + shift) % k
 
 
-@contextlib.contextmanager
-def found_rows(layer: torch.nn.Module, null: int, rows: torch.Tensor) -> Iterator[None]:
+def found_rows(layer: torch.nn.Module, null: int, rows: torch.Tensor):
     """Inside, the embedding `layer` reads id `null + 1 + j` as the row `rows[j]` (its output, trained through
     like any other input) and every other id as it is."""
-    state = {}
-
-    def before(module, args):
-        ids = args[0]
-        state["found"] = ids > null
-        state["which"] = (ids - null - 1).clamp(min=0)
-        return (torch.where(state["found"], torch.full_like(ids, null), ids), *args[1:])
-
-    def after(module, args, out):
-        vectors = rows.to(out.device, out.dtype)[state["which"]]
-        return torch.where(state["found"].unsqueeze(-1), vectors, out)
-
-    handles = [layer.register_forward_pre_hook(before), layer.register_forward_hook(after)]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
+    return replaced_rows(layer, lambda ids: torch.where(ids > null, ids - null - 1, -1), rows, stand_in=null)
 
 
 def farthest_class(images: torch.Tensor, labels: torch.Tensor, forget: Sequence[int], kept: Sequence[int]) -> int:

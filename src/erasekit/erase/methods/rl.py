@@ -34,6 +34,10 @@ class RLConfig(RetainSettings, NullBranchSettings):
                 "guided prediction under c' (u0 + g (f0(z_t | c') - u0)). Set it to the sampling guidance scale "
                 "with a null_target: a null branch moved away from the concept is otherwise amplified back into "
                 "it by CFG under the forget label"})
+    remap_negative: float = field(default=0.0, metadata={
+        "help": "with remap_guidance: eta >= 0 subtracts eta (f0(z_t | c_f) - u0), the base's own guidance toward "
+                "the forget concept, from the guided target (ESD's negative guidance on top of the remap). Where "
+                "the base under c' still keeps a half-formed concept image, the target then moves away from it"})
 
     def __post_init__(self):
         super().__post_init__()
@@ -43,6 +47,9 @@ class RLConfig(RetainSettings, NullBranchSettings):
         check(self.forget_weight > 0, "forget_weight", self.forget_weight, "> 0")
         check(self.remap_guidance == 0 or self.remap_guidance >= 1, "remap_guidance", self.remap_guidance,
               "0 (off) or a guidance scale >= 1")
+        check(self.remap_negative >= 0, "remap_negative", self.remap_negative, ">= 0")
+        check(not self.remap_negative or self.remap_guidance, "remap_negative", self.remap_negative,
+              "0 unless remap_guidance is set (the negative term acts on the guided target)")
 
 
 class RLMethod(ScopedMethod):
@@ -63,7 +70,7 @@ class RLMethod(ScopedMethod):
         noisy = sampler.noisy(forget.x0)
         if self.config.remap_guidance:
             forget_loss = guided_remap_loss(predict, self.teacher, sampler, noisy, forget.cond,
-                                            self.config.remap_guidance)
+                                            self.config.remap_guidance, self.config.remap_negative)
         else:
             forget_loss = remap_loss(predict, noisy, forget.cond, sampler.anchor(forget.cond))
         retain_loss = self.retain_loss(denoiser, sampler)
@@ -73,17 +80,21 @@ class RLMethod(ScopedMethod):
         return loss, {"loss": loss.item(), **logs}
 
 
-def guided_remap_loss(predict, teacher, sampler: Sampler, noisy, cond, guidance: float) -> torch.Tensor:
-    """`||u + g (f(z_t | c_f) - u) - sg(u0 + g (f0(z_t | c') - u0))||^2 / g^2`, with u = sg(f(z_t | null)) the
-    model's null prediction and u0, f0 the frozen base's: the conditional branch is pulled to
-    `u + (A0 - u) / g`, so that the guided output under the forget label is the base's guided output under
-    the remap target, wherever the null branch has moved. With u = u0 it is SalUn's target f0(z_t | c')."""
+def guided_remap_loss(predict, teacher, sampler: Sampler, noisy, cond, guidance: float,
+                      negative: float = 0.0) -> torch.Tensor:
+    """`||u + g (f(z_t | c_f) - u) - sg(u0 + g (f0(z_t | c') - u0) - eta (f0(z_t | c_f) - u0))||^2 / g^2`, with
+    u = sg(f(z_t | null)) the model's null prediction and u0, f0 the frozen base's: the conditional branch is
+    pulled to `u + (A0 - u) / g`, so that the guided output under the forget label is the base's guided
+    output under the remap target (less eta times the base's guidance toward the concept), wherever the null
+    branch has moved. With u = u0 and eta = 0 it is SalUn's target f0(z_t | c')."""
     task = sampler.task
     anchor, null = sampler.anchor(cond), task.null_cond(cond)
     with torch.no_grad():
         u = predict(noisy.z_t, noisy.t, null)
         u0 = task.predict(teacher, noisy.z_t, noisy.t, null)
         guided = u0 + guidance * (task.predict(teacher, noisy.z_t, noisy.t, anchor) - u0)
+        if negative:
+            guided = guided - negative * (task.predict(teacher, noisy.z_t, noisy.t, cond) - u0)
         target = u + (guided - u) / guidance
     return mse(predict(noisy.z_t, noisy.t, cond), target)
 
