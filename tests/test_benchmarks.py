@@ -116,6 +116,29 @@ def test_null_table_reports_excess_over_the_reference_at_the_same_seed(null_tabl
     assert rows[("salun", 0)]["excess label 0.5T"] == pytest.approx(0.5) and rows[("retrain", 1)]["excess cce"] == 0
 
 
+def test_null_table_rebuilds_one_method_over_the_recorded_reference(null_table, tmp_path):
+    jobs = [o.name for o, _ in null_table.erase_jobs(tmp_path, [3], [0, 1], ["robust"])]
+    assert jobs == ["robust-3-s0", "robust-3-s1"]
+    assert {o.name.split("-")[0] for o, _ in null_table.probe_jobs(tmp_path, [3], [0], ["robust"])} == {"robust"}
+    recorded = [{"concept": 3, "seed": 0, "method": m, **{p: rate for p in null_table.PROBES}}
+                for m, rate in (("retrain", 0.4), ("salun", 0.9), ("robust", 0.7))]
+    record = tmp_path / "record.json"
+    record.write_text(json.dumps({"rows": recorded}))
+    for probe in null_table.PROBES:  # the robust model rebuilt, probed at 0.45
+        out = null_table.probe_dir(tmp_path, "robust", 3, 0, probe)
+        out.mkdir(parents=True)
+        (out / "report.json").write_text(json.dumps({"attacks": [{"role": "erased", "image_rate": 0.45}]}))
+    model = null_table.model_dir(tmp_path, "robust", 3, 0)
+    model.mkdir()
+    metrics = {"UA": 1.0, "RA": 1.0, "FD": 40.0, "noisy_rate_retain": 0.03}
+    (model / "erasure.json").write_text(json.dumps({"metrics": {"before": metrics, "after": metrics}}))
+    rows = {r["method"]: r for r in null_table.table(tmp_path, [3], [0], ["robust"], record)["rows"]}
+    assert rows["salun"] == recorded[1] and rows["retrain"] == recorded[0]  # carried over as recorded
+    assert rows["robust"]["null 0.7T"] == 0.45 and rows["robust"]["excess null 0.7T"] == pytest.approx(0.05)
+    with pytest.raises(SystemExit, match="does not exist"):
+        null_table.table(tmp_path, [3], [0], ["robust"], tmp_path / "missing.json")
+
+
 def test_null_probe_refuses_a_missing_reference_record_before_probing(tmp_path):
     script = Path(__file__).parents[1] / "benchmarks" / "robustness" / "null_probe.py"
     done = subprocess.run([sys.executable, str(script), "--digit", "3", "--out", str(tmp_path / "o"), "--model",

@@ -4,10 +4,13 @@
 
     python benchmarks/robustness/bench_null_cost.py [--digit 3] [--repeats 2] [--recipe configs/digits-robust.yaml]
         [--adversarial-rounds 2 [--adversarial-attack cce]]
+    python benchmarks/robustness/bench_null_cost.py --plain configs/digits-t2i.yaml \
+        --recipe configs/digits-t2i-robust.yaml --output null-cost-t2i-cpu.json
 
-With `--adversarial-rounds`, the recipe with that many attack rounds in the loop is timed too.
+With `--adversarial-rounds`, the recipe with that many attack rounds in the loop is timed too. A text
+recipe erases its own prompts (`--digit` is for class-conditional recipes).
 
-Writes benchmarks/results/null-cost-cpu.json, with the load average at the start and end.
+Writes benchmarks/results/null-cost-cpu.json (or `--output`), with the load average at the start and end.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 import erasekit
 
@@ -37,7 +41,9 @@ def main() -> None:
     parser.add_argument("--recipe", default="configs/digits-robust.yaml")
     parser.add_argument("--adversarial-rounds", type=int, default=0)
     parser.add_argument("--adversarial-attack", default="cce")
+    parser.add_argument("--output", default="null-cost-cpu.json", help="file name under benchmarks/results")
     args = parser.parse_args()
+    forget = {} if "forget_prompts" in yaml.safe_load((ROOT / args.plain).read_text()) else {"forget": [args.digit]}
     runs = {args.plain: (args.plain, {}), args.recipe: (args.recipe, {})}
     if args.adversarial_rounds:
         rounds = {"adversarial_rounds": args.adversarial_rounds, "adversarial_attack": args.adversarial_attack}
@@ -48,17 +54,17 @@ def main() -> None:
         for name, (recipe, overrides) in runs.items():
             with tempfile.TemporaryDirectory() as tmp:
                 started = time.time()
-                erasekit.erase(str(ROOT / recipe), forget=[args.digit], output_dir=str(Path(tmp) / "out"),
-                               evaluate=False, **overrides)
+                erasekit.erase(str(ROOT / recipe), output_dir=str(Path(tmp) / "out"), evaluate=False,
+                               **forget, **overrides)
                 walls[name].append(time.time() - started)
             print(name, f"{walls[name][-1]:.1f} s", flush=True)
     medians = {name: statistics.median(w) for name, w in walls.items()}
-    out = {"digit": args.digit, "wall_s": walls, "median_s": medians,
+    out = {"digit": args.digit if forget else None, "wall_s": walls, "median_s": medians,
            "ratio": medians[args.recipe] / medians[args.plain],
            "ratios": {name: m / medians[args.plain] for name, m in medians.items()},
            "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                        "platform": platform.platform(), "loadavg_start": load_start, "loadavg_end": os.getloadavg()}}
-    (RESULTS / "null-cost-cpu.json").write_text(json.dumps(out, indent=2) + "\n")
+    (RESULTS / args.output).write_text(json.dumps(out, indent=2) + "\n")
     print("ratios to the plain recipe: " + ", ".join(f"{n} {r:.2f}" for n, r in out["ratios"].items()))
 
 

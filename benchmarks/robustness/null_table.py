@@ -10,14 +10,19 @@ their excess over the retrained model, and the erase's own UA, RA, retain FD and
     python benchmarks/robustness/null_table.py --work outputs/null [--digits 3 5 8] [--seeds 0 1] [--lanes 2]
     python benchmarks/robustness/null_table.py --work outputs/null --table    # results/null-probe-digits.json
     python benchmarks/robustness/null_table.py --work outputs/null-t2i --words seven eight --seeds 0
+    python benchmarks/robustness/null_table.py --work outputs/null2 --methods robust   # after a recipe change
 
 With `--words`, the same on `bundled:digits-t2i`: one reference trained without all the words
 (`erasekit train-base digits-t2i --exclude ...`), `configs/digits-t2i.yaml` and
 `configs/digits-t2i-robust.yaml` rewritten for each word, the prompt "a handwritten digit WORD", the null
 branch the empty prompt, and `soft` (a free prefix) beside `cce` (results/null-probe-digits-t2i.json).
 
-The robust recipe trains against none of these probes: its objective is the anchor target on the null
-branch, and no attack runs in its loop.
+The digits robust recipe trains against none of these probes: its objective is the anchor target on the
+null branch, and no attack runs in its loop. The digits-t2i one runs two `soft` rounds in its loop, so
+there `cce` and the trajectory probes are the attacks it did not train against.
+
+`--methods` builds and probes only those methods; the other rows, and the reference figures the excess is
+taken over, are read from the results file as it stands (the references take about 24 minutes each).
 """
 
 from __future__ import annotations
@@ -58,10 +63,11 @@ def model_dir(work: Path, method: str, concept, seed: int, words=()) -> Path:
     return work / (f"retrain-{concept}" if method == "retrain" else f"{method}-{concept}-s{seed}")
 
 
-def runs(digits, seeds) -> list[tuple[str, int, int]]:
-    """(method, digit, seed) of every probed model: the reference and the robust erase at every seed, the
-    plain SalUn erase (for comparison) at the first."""
-    return [(m, d, s) for d in digits for s in seeds for m in RECIPES if m != "salun" or s == seeds[0]]
+def runs(digits, seeds, methods=tuple(RECIPES)) -> list[tuple[str, int, int]]:
+    """(method, digit, seed) of every probed model of `methods`: the reference and the robust erase at every
+    seed, the plain SalUn erase (for comparison) at the first."""
+    return [(m, d, s) for d in digits for s in seeds for m in RECIPES
+            if m in methods and (m != "salun" or s == seeds[0])]
 
 
 def word_suite(work: Path, word: str) -> Path:
@@ -88,18 +94,18 @@ def eval_dir(work: Path, method: str, concept, seed: int) -> Path:
     return work / "evals" / f"{method}-{concept}-s{seed}"
 
 
-def eval_jobs(work: Path, concepts, seeds) -> list[tuple[Path, list[str]]]:
+def eval_jobs(work: Path, concepts, seeds, methods=tuple(RECIPES)) -> list[tuple[Path, list[str]]]:
     """Text models: the digits judge on the word's suite (UA, RA, collateral), erased beside the base."""
     return [(eval_dir(work, m, c, s), ["eval", "--model", str(model_dir(work, m, c, s)), "--baseline",
                                        "bundled:digits-t2i", "--suite", str(word_suite(work, c)),
                                        "--output", str(eval_dir(work, m, c, s))])
-            for m, c, s in runs(concepts, seeds) if is_word(c) and m != "retrain"]
+            for m, c, s in runs(concepts, seeds, methods) if is_word(c) and m != "retrain"]
 
 
-def erase_jobs(work: Path, concepts, seeds) -> list[tuple[Path, list[str]]]:
+def erase_jobs(work: Path, concepts, seeds, methods=tuple(RECIPES)) -> list[tuple[Path, list[str]]]:
     jobs = {}
     words = [c for c in concepts if is_word(c)]
-    for method, concept, seed in runs(concepts, seeds):
+    for method, concept, seed in runs(concepts, seeds, methods):
         out = model_dir(work, method, concept, seed, words)
         if method == "retrain" and is_word(concept):  # one reference without every word
             jobs[out] = ["train-base", "digits-t2i", *[a for w in words for a in ("--exclude", w)],
@@ -116,10 +122,10 @@ def probe_dir(work: Path, method: str, concept, seed: int, probe: str) -> Path:
     return work / "probes" / f"{method}-{concept}-{probe.replace(' ', '-')}-s{seed}"
 
 
-def probe_jobs(work: Path, concepts, seeds) -> list[tuple[Path, list[str]]]:
+def probe_jobs(work: Path, concepts, seeds, methods=tuple(RECIPES)) -> list[tuple[Path, list[str]]]:
     jobs = []
     words = [c for c in concepts if is_word(c)]
-    for method, concept, seed in runs(concepts, seeds):
+    for method, concept, seed in runs(concepts, seeds, methods):
         target = ["--forget-prompts", f"a handwritten digit {concept}"] if is_word(concept) else \
             ["--forget", str(concept)]
         for probe, flags in probes_of(concept).items():
@@ -145,15 +151,33 @@ def eval_metrics(folder: Path) -> dict:
             "pixel_MAE": m["collateral"]["paired_pixel_mae"]}
 
 
-def table(work: Path, concepts, seeds) -> dict:
+def table(work: Path, concepts, seeds, methods=tuple(RECIPES), earlier: Path | None = None) -> dict:
+    """The rows of `methods` from `work`; those of the other methods, and the reference figures when the
+    reference is not among `methods`, from the record `earlier`."""
     words = [c for c in concepts if is_word(c)]
+    recorded = {}
+    if set(RECIPES) - set(methods):
+        if earlier is None or not earlier.is_file():
+            raise SystemExit(f"--methods {' '.join(methods)}: the other rows are read from {earlier}, which does "
+                             f"not exist; build every method once (no --methods) first")
+        recorded = {(r["concept"], r["seed"], r["method"]): r for r in json.loads(earlier.read_text())["rows"]}
 
     def rate(method, concept, seed, probe):
+        if method not in methods:
+            key = (concept, seed, method)
+            if key not in recorded:
+                raise SystemExit(f"{earlier} has no {method} row for {concept} at seed {seed}; run the driver "
+                                 f"without --methods")
+            return recorded[key][probe]
         report = json.loads((probe_dir(work, method, concept, seed, probe) / "report.json").read_text())
         return next(r for r in report["attacks"] if r["role"] == "erased")["image_rate"]
 
     rows = []
     for method, concept, seed in runs(concepts, seeds):
+        if method not in methods:
+            if (concept, seed, method) in recorded:
+                rows.append(recorded[(concept, seed, method)])
+            continue
         if not all((probe_dir(work, method, concept, seed, p) / "report.json").is_file() for p in probes_of(concept)):
             continue  # not probed yet
         row = {"concept": concept, "seed": seed, "method": method}
@@ -197,14 +221,20 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--lanes", type=int, default=2)
     parser.add_argument("--table", action="store_true", help="only write the table of what is built and probed")
+    parser.add_argument("--methods", nargs="+", choices=list(RECIPES), default=list(RECIPES),
+                        help="build and probe only these; the other rows come from the results file")
     args = parser.parse_args()
     work = Path(args.work).resolve()
     concepts = args.words or args.digits
+    results = T2I_RESULTS if args.words else RESULTS
+    if set(RECIPES) - set(args.methods) and not results.is_file():
+        parser.error(f"--methods: the other rows are read from {results}, which does not exist; run without "
+                     f"--methods first")
     (work / "logs").mkdir(parents=True, exist_ok=True)
     if not args.table:
         def todo():
-            jobs = erase_jobs(work, concepts, args.seeds) + probe_jobs(work, concepts, args.seeds) \
-                + eval_jobs(work, concepts, args.seeds)
+            jobs = erase_jobs(work, concepts, args.seeds, args.methods) \
+                + probe_jobs(work, concepts, args.seeds, args.methods) + eval_jobs(work, concepts, args.seeds, args.methods)
             return [(f"{o.parent.name}-{o.name}", a) for o, a in jobs if not o.exists()]
 
         def ready(cmd):  # a probe or an evaluation waits for its model
@@ -212,8 +242,8 @@ def main() -> None:
             return model is None or (model / "model_index.json").is_file()
 
         run_in_lanes(todo, work / "logs", args.lanes, ready)
-    record = table(work, concepts, args.seeds)
-    (T2I_RESULTS if args.words else RESULTS).write_text(json.dumps(record, indent=2) + "\n")
+    record = table(work, concepts, args.seeds, args.methods, results)
+    results.write_text(json.dumps(record, indent=2) + "\n")
     print_table(record)
 
 

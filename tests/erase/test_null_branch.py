@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 import erasekit
+from erasekit.adversarial import FOUND_FILE
 from erasekit.erase.masks import load_mask
 from erasekit.erase.methods import ESDConfig, ESDMethod, RLConfig, RLMethod, shared
 from erasekit.erase.methods.shared import teacher_mixture
@@ -263,12 +264,18 @@ def test_remap_guidance_is_off_or_a_guidance_scale():
 
 
 def test_the_robust_text_recipe_trains_the_empty_prompt_branch(tmp_path):
-    """configs/digits-t2i-robust.yaml, cut small: the null term on the empty prompt is trained and recorded."""
+    """configs/digits-t2i-robust.yaml, cut small: the null term on the empty prompt is trained and recorded,
+    and the recipe's soft-prefix rounds run in the loop."""
     out = tmp_path / "t2i-robust"
     erasekit.erase(ROOT / "configs" / "digits-t2i-robust.yaml", output_dir=str(out), num_images_per_prompt=2,
-                   generation_steps=3, saliency_passes=1, batch_size=4, null_batch_size=2, max_steps=2,
-                   evaluate=False, log_every=1)
-    logs = [json.loads(x) for x in (out / "logs.jsonl").read_text().splitlines() if "null_loss" in x]
-    assert len(logs) == 2 and all(math.isfinite(r["null_loss"]) and r["null_loss"] > 0 for r in logs)
-    method = json.loads((out / "erasure.json").read_text())["config"]["method"]
-    assert (method["null_target"], method["label_dropout"]) == ("anchor", 0.6)
+                   generation_steps=3, saliency_passes=1, batch_size=4, null_batch_size=2, max_steps=3,
+                   adversarial_steps=2, adversarial_samples=2, evaluate=False, log_every=1)
+    lines = [json.loads(x) for x in (out / "logs.jsonl").read_text().splitlines()]
+    logs = [r for r in lines if "null_loss" in r]
+    assert len(logs) == 3 and all(math.isfinite(r["null_loss"]) and r["null_loss"] > 0 for r in logs)
+    rounds = [(r["adversarial_round"], r["adversarial_attack"]) for r in lines if "adversarial_round" in r]
+    assert rounds == [(1, "soft"), (2, "soft")]
+    assert (out / FOUND_FILE).is_file()
+    record = json.loads((out / "erasure.json").read_text())["config"]
+    assert (record["method"]["null_target"], record["method"]["label_dropout"]) == ("anchor", 0.6)
+    assert record["adversarial"]["adversarial_attack"] == "soft"
