@@ -148,6 +148,15 @@ def test_null_probe_refuses_a_missing_reference_record_before_probing(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_the_cost_benchmark_refuses_a_bad_output_or_recipe_before_timing(tmp_path):
+    script = Path(__file__).parents[1] / "benchmarks" / "robustness" / "bench_null_cost.py"
+    for flags, said in ((["--output", str(tmp_path / "x.json")], "give a file name"),
+                        (["--plain", str(tmp_path / "nope.yaml")], "nope.yaml' does not exist")):
+        done = subprocess.run([sys.executable, str(script), *flags], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and said in done.stderr and "Traceback" not in done.stderr
+    assert not list(tmp_path.iterdir())
+
+
 def test_the_lanes_driver_stops_when_the_jobs_left_wait_for_a_model_whose_build_failed(tmp_path):
     sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks" / "robustness"))
     import lanes

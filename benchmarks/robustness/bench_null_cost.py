@@ -16,7 +16,6 @@ Writes benchmarks/results/null-cost-cpu.json (or `--output`), with the load aver
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -25,9 +24,11 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 import erasekit
+from erasekit.config import load_yaml
+from erasekit.errors import ConfigError
+from erasekit.io import write_json
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -43,7 +44,12 @@ def main() -> None:
     parser.add_argument("--adversarial-attack", default="cce")
     parser.add_argument("--output", default="null-cost-cpu.json", help="file name under benchmarks/results")
     args = parser.parse_args()
-    forget = {} if "forget_prompts" in yaml.safe_load((ROOT / args.plain).read_text()) else {"forget": [args.digit]}
+    if Path(args.output).name != args.output:
+        parser.error(f"--output {args.output}: give a file name (it is written under {RESULTS}), not a path")
+    try:
+        forget = {} if "forget_prompts" in load_yaml(ROOT / args.plain) else {"forget": [args.digit]}
+    except ConfigError as exc:
+        parser.error(f"--plain: {exc}")
     runs = {args.plain: (args.plain, {}), args.recipe: (args.recipe, {})}
     if args.adversarial_rounds:
         rounds = {"adversarial_rounds": args.adversarial_rounds, "adversarial_attack": args.adversarial_attack}
@@ -64,7 +70,7 @@ def main() -> None:
            "ratios": {name: m / medians[args.plain] for name, m in medians.items()},
            "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                        "platform": platform.platform(), "loadavg_start": load_start, "loadavg_end": os.getloadavg()}}
-    (RESULTS / args.output).write_text(json.dumps(out, indent=2) + "\n")
+    write_json(RESULTS / args.output, out)
     print("ratios to the plain recipe: " + ", ".join(f"{n} {r:.2f}" for n, r in out["ratios"].items()))
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from lanes import ROOT, run_in_lanes
 from models import word_recipe
 
+from erasekit.io import write_json
 from erasekit.pipelines.digits import NUMBER_WORDS
 
 RECIPES = {"retrain": "configs/digits-retrain.yaml", "salun": "configs/digits.yaml",
@@ -243,7 +244,7 @@ def main() -> None:
 
         run_in_lanes(todo, work / "logs", args.lanes, ready)
     record = table(work, concepts, args.seeds, args.methods, results)
-    results.write_text(json.dumps(record, indent=2) + "\n")
+    write_json(results, record)  # in place: a --methods run reads the rows it keeps from this file
     print_table(record)
 
 
