@@ -90,6 +90,9 @@ def test_null_table_on_words_builds_one_reference_without_all_of_them(null_table
     probes = dict((o.name, a) for o, a in null_table.probe_jobs(tmp_path, ["seven"], [0]))
     soft = probes["robust-seven-soft-s0"]
     assert soft[soft.index("--forget-prompts") + 1] == "a handwritten digit seven" and "--forget" not in soft
+    assert soft[soft.index("--instances") + 1] == "32"  # text models: cce and soft at 32 instances
+    digit = dict((o.name, a) for o, a in null_table.probe_jobs(tmp_path, [3], [0]))["robust-3-cce-s0"]
+    assert digit[digit.index("--instances") + 1] == "8"
     assert len(probes) == 3 * len(null_table.T2I_PROBES)
     evals = dict((o.name, a) for o, a in null_table.eval_jobs(tmp_path, ["eight"], [0]))
     assert sorted(evals) == ["robust-eight-s0", "salun-eight-s0"]  # the reference is not judged

@@ -17,7 +17,7 @@ from erasekit.erase.masks import load_mask
 from erasekit.erase.methods import ESDConfig, ESDMethod, RLConfig, RLMethod, shared
 from erasekit.erase.methods.shared import teacher_mixture
 from erasekit.erase.objectives import mixture_posterior, project_to_simplex, retain_mixture_target
-from erasekit.erase.tasks import Sampler
+from erasekit.erase.tasks import Batch, Sampler
 from erasekit.errors import ConfigError
 from erasekit.pipelines.delta import apply_delta_to_pipeline
 
@@ -141,6 +141,30 @@ def test_the_null_term_is_the_target_distance_on_a_forget_sub_batch_below_the_le
         null_loss = F.mse_loss(predict(unet, low.z_t, low.t, null), target)
     assert logs["null_loss"] == pytest.approx(null_loss.item(), rel=1e-5)
     assert loss.item() == pytest.approx((forget_loss + 0.5 * retain_loss + 2.0 * null_loss).item(), rel=1e-5)
+
+
+def test_the_null_term_guides_away_from_the_concept_where_found_conditions_stand(tiny_pipe, tiny_task):
+    """With an attack in the loop, the first share of a forget batch carries found conditions; the null
+    term on those samples is still guided away from the concept's own label, not from the found row."""
+    unet = tiny_pipe.unet
+    teacher = copy.deepcopy(unet).requires_grad_(False)
+    found = tiny_task.add_adversary(unet.class_embedding.weight[2].detach().clone())  # a row that is not label 1
+    tiny_task.adversarial_share = 1.0
+    config = RLConfig(batch_size=4, alpha=0.0, null_target="anchor", null_batch_size=4, null_max_level=0.5,
+                      null_guidance=2.0)
+    method = RLMethod(config)
+    method.prepare(unet, tiny_task, torch.Generator().manual_seed(0), teacher=teacher)
+    forget = Sampler(tiny_task, torch.Generator().manual_seed(1), "cpu").forget(4)
+    assert (forget.cond == found).all() and (forget.concept_cond == 1).all()
+
+    def null_loss(batch):
+        sampler = Sampler(tiny_task, torch.Generator().manual_seed(2), "cpu")
+        return method.null_branch_loss(unet, sampler, batch, sampler.noisy(batch.x0)).item()
+
+    with torch.no_grad():
+        own = Batch(forget.x0, forget.concept_cond)  # the same samples under the concept's own label
+        as_found = Batch(forget.x0, forget.cond)  # what the term used before: guided away from the found row
+        assert null_loss(forget) == null_loss(own) and null_loss(forget) != null_loss(as_found)
 
 
 def test_esd_adds_the_null_term_on_its_own_forget_batch(tiny_pipe, tiny_task):
@@ -268,13 +292,13 @@ def test_the_robust_text_recipe_trains_the_empty_prompt_branch(tmp_path):
     and the recipe's soft-prefix rounds run in the loop."""
     out = tmp_path / "t2i-robust"
     erasekit.erase(ROOT / "configs" / "digits-t2i-robust.yaml", output_dir=str(out), num_images_per_prompt=2,
-                   generation_steps=3, saliency_passes=1, batch_size=4, null_batch_size=2, max_steps=3,
+                   generation_steps=3, saliency_passes=1, batch_size=4, null_batch_size=2, max_steps=4,
                    adversarial_steps=2, adversarial_samples=2, evaluate=False, log_every=1)
     lines = [json.loads(x) for x in (out / "logs.jsonl").read_text().splitlines()]
     logs = [r for r in lines if "null_loss" in r]
-    assert len(logs) == 3 and all(math.isfinite(r["null_loss"]) and r["null_loss"] > 0 for r in logs)
-    rounds = [(r["adversarial_round"], r["adversarial_attack"]) for r in lines if "adversarial_round" in r]
-    assert rounds == [(1, "soft"), (2, "soft")]
+    assert len(logs) == 4 and all(math.isfinite(r["null_loss"]) and r["null_loss"] > 0 for r in logs)
+    rounds = [(r["step"], r["adversarial_round"], r["adversarial_attack"]) for r in lines if "adversarial_round" in r]
+    assert rounds == [(1, 1, "soft"), (3, 2, "soft")]  # the recipe's 2 rounds, after steps 4/3 and 8/3
     assert (out / FOUND_FILE).is_file()
     record = json.loads((out / "erasure.json").read_text())["config"]
     assert (record["method"]["null_target"], record["method"]["label_dropout"]) == ("anchor", 0.6)

@@ -24,6 +24,12 @@ class Batch:
     x0: torch.Tensor
     cond: torch.Tensor
     index: torch.Tensor | None = None  # positions in the split drawn from, where a draw has them
+    own_cond: torch.Tensor | None = None  # the samples' own conditions, where found ones replaced some
+
+    @property
+    def concept_cond(self) -> torch.Tensor:
+        """Each sample's own condition (the concept's label or prompt), whatever it carries for training."""
+        return self.cond if self.own_cond is None else self.own_cond
 
 
 class ConditionTask:
@@ -99,7 +105,7 @@ class ConditionTask:
         k = round(self.adversarial_share * n) if self.adversary_ids else 0
         if k:
             pick = torch.randint(0, len(self.adversary_ids), (k,), generator=generator)
-            batch.cond = batch.cond.clone()
+            batch.own_cond, batch.cond = batch.cond, batch.cond.clone()
             batch.cond[:k] = torch.as_tensor(self.adversary_ids, dtype=batch.cond.dtype)[pick].to(batch.cond.device)
         return batch
 

@@ -133,7 +133,7 @@ class ScopedMethod(Method):
         """`||f(z_t | null) - sg(target)||^2` on the first `null_batch_size` samples of the forget batch (noised
         as the batch, or as `null_max_level` says), the target as `null_target` says."""
         task, n, level = sampler.task, self.config.null_batch_size, self.config.null_max_level
-        cond = forget.cond[:n]
+        cond = forget.concept_cond[:n]  # guided away from the concept itself, also where a found condition stands
         if level < 1:
             noisy = sampler.noisy(forget.x0[:n], level)
         else:
