@@ -198,9 +198,8 @@ def table(work: Path, concepts, seeds, methods=tuple(RECIPES), earlier: Path | N
             rows.append({**row, **(eval_metrics(judged) if (judged / "report.json").is_file() else {})})
         else:
             rows.append({**row, **erase_metrics(model_dir(work, method, concept, seed))})
-    probes = T2I_PROBES if words else PROBES
-    return {"probes": {p: " ".join(f) for p, f in probes.items()},
-            "instances": T2I_INSTANCES if words else INSTANCES, "rows": rows}
+    probes, instances = (T2I_PROBES, T2I_INSTANCES) if words else (PROBES, INSTANCES)
+    return {"probes": {p: " ".join(f) for p, f in probes.items()}, "instances": instances, "rows": rows}
 
 
 def print_table(record: dict) -> None:
