@@ -298,7 +298,7 @@ def test_the_robust_text_recipe_trains_the_empty_prompt_branch(tmp_path):
     logs = [r for r in lines if "null_loss" in r]
     assert len(logs) == 4 and all(math.isfinite(r["null_loss"]) and r["null_loss"] > 0 for r in logs)
     rounds = [(r["step"], r["adversarial_round"], r["adversarial_attack"]) for r in lines if "adversarial_round" in r]
-    assert rounds == [(1, 1, "soft"), (3, 2, "soft")]  # the recipe's 2 rounds, after steps 4/3 and 8/3
+    assert rounds == [(1, 1, "soft"), (2, 2, "soft"), (3, 3, "soft")]  # 3 rounds, after steps 1-3 of 4
     assert (out / FOUND_FILE).is_file()
     record = json.loads((out / "erasure.json").read_text())["config"]
     assert (record["method"]["null_target"], record["method"]["label_dropout"]) == ("anchor", 0.6)
