@@ -19,7 +19,7 @@ branch the empty prompt, and `soft` (a free prefix) beside `cce`, both at 32 ins
 (results/null-probe-digits-t2i.json).
 
 The digits robust recipe trains against none of these probes: its objective is the anchor target on the
-null branch, and no attack runs in its loop. The digits-t2i one runs two `soft` rounds in its loop, so
+null branch, and no attack runs in its loop. The digits-t2i one runs three `soft` rounds in its loop, so
 there `cce` and the trajectory probes are the attacks it did not train against.
 
 `--methods` builds and probes only those methods; the other rows, and the reference figures the excess is
