@@ -2,6 +2,7 @@
 (v-prediction), SDXL, and the flow-matching transformers SD3 and FLUX."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -229,3 +230,28 @@ def test_rum_refinement_on_a_text_to_image_model(tmp_path, monkeypatch):
     with pytest.raises(erasekit.ConfigError, match="'refine_proxy: training_loss'"):
         erasekit.erase(pretrained_model_name_or_path=str(base_dir), output_dir=str(tmp_path / "no"), refine="rum",
                        refine_proxy="training_loss", **concept)
+
+
+@pytest.mark.parametrize("family", sorted(BUILDERS))
+def test_the_retain_data_targets_run_on_every_text_family(family, tmp_path, monkeypatch):
+    """`null_target` and `forget_target: retain-data` on each family's own noising and target (epsilon, v,
+    flow), over the base's images of the anchor prompts: finite losses, and the data target really used."""
+    from erasekit.erase.methods import shared
+    original, calls = shared.retain_data_target, []
+
+    def counted(task, noisy):
+        target = original(task, noisy)
+        calls.append(bool(torch.isfinite(target).all()))
+        return target
+
+    monkeypatch.setattr(shared, "retain_data_target", counted)
+    monkeypatch.setenv("ERASEKIT_CACHE", str(tmp_path / "cache"))
+    base_dir = tmp_path / "base"
+    BUILDERS[family]().save_pretrained(base_dir)
+    out = tmp_path / "erased"
+    erasekit.erase(pretrained_model_name_or_path=str(base_dir), output_dir=str(out), evaluate=False, log_every=1,
+                   null_target="retain-data", forget_target="retain-data", data_min_level=0.0, null_batch_size=2,
+                   **{**CONCEPT, "max_steps": 2})
+    logs = [json.loads(x) for x in (out / "logs.jsonl").read_text().splitlines() if "null_loss" in x]
+    assert len(logs) == 2 and all(math.isfinite(r["null_loss"]) and math.isfinite(r["forget_loss"]) for r in logs)
+    assert len(calls) == 4 and all(calls)  # the forget term and the null term, at each step

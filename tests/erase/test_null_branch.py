@@ -15,9 +15,14 @@ import erasekit
 from erasekit.adversarial import FOUND_FILE
 from erasekit.erase.masks import load_mask
 from erasekit.erase.methods import ESDConfig, ESDMethod, RLConfig, RLMethod, shared
-from erasekit.erase.methods.shared import teacher_mixture
-from erasekit.erase.objectives import mixture_posterior, project_to_simplex, retain_mixture_target
-from erasekit.erase.tasks import Batch, Sampler
+from erasekit.erase.methods.shared import retain_data_target, teacher_mixture
+from erasekit.erase.objectives import (
+    data_denoiser,
+    mixture_posterior,
+    project_to_simplex,
+    retain_mixture_target,
+)
+from erasekit.erase.tasks import Batch, ClassConditionalTask, Sampler
 from erasekit.errors import ConfigError
 from erasekit.pipelines.delta import apply_delta_to_pipeline
 
@@ -91,10 +96,26 @@ def test_the_saliency_counts_the_null_branch_only_when_it_is_trained(tmp_path):
 @pytest.mark.parametrize(("config", "field", "value"), [
     (erasekit.SalUnConfig, "null_target", "everything"), (erasekit.SalUnConfig, "null_gate", "always"),
     (erasekit.RLConfig, "null_max_level", 0.0), (erasekit.ESDConfig, "null_batch_size", 0),
-    (erasekit.ESDConfig, "null_guidance", -1.0), (erasekit.SalUnConfig, "saliency_branches", "null")])
+    (erasekit.ESDConfig, "null_guidance", -1.0), (erasekit.SalUnConfig, "saliency_branches", "null"),
+    (erasekit.RLConfig, "data_min_level", 1.0), (erasekit.SalUnConfig, "forget_target", "data")])
 def test_a_bad_null_setting_names_the_field(config, field, value):
     with pytest.raises(ConfigError, match=field):
         config(**{field: value})
+
+
+def _moved_off(unet):
+    """A frozen copy of `unet` as the teacher, and `unet` moved off it (a student that differs)."""
+    teacher = copy.deepcopy(unet).requires_grad_(False)
+    with torch.no_grad():
+        unet.conv_out.bias.add_(0.3)
+    return teacher
+
+
+def _one_step(method, unet, teacher, task, seed):
+    """`method` prepared and one loss computed with a sampler seeded `seed`; and a sampler that replays its draws."""
+    method.prepare(unet, task, torch.Generator().manual_seed(0), teacher=teacher)
+    loss, logs = method.compute_loss(unet, Sampler(task, torch.Generator().manual_seed(seed), "cpu"))
+    return loss, logs, Sampler(task, torch.Generator().manual_seed(seed), "cpu")
 
 
 @pytest.mark.parametrize(("target_name", "guidance", "gate"),
@@ -103,16 +124,10 @@ def test_a_bad_null_setting_names_the_field(config, field, value):
 def test_the_null_term_is_the_target_distance_on_a_forget_sub_batch_below_the_level(tiny_pipe, tiny_task,
                                                                                    target_name, guidance, gate):
     unet = tiny_pipe.unet
-    teacher = copy.deepcopy(unet).requires_grad_(False)
-    with torch.no_grad():  # a student that differs from its teacher
-        unet.conv_out.bias.add_(0.3)
+    teacher = _moved_off(unet)
     config = RLConfig(batch_size=6, alpha=0.5, null_target=target_name, null_weight=2.0, null_batch_size=3,
                       null_max_level=0.4, null_guidance=guidance, null_gate=gate)
-    method = RLMethod(config)
-    method.prepare(unet, tiny_task, torch.Generator().manual_seed(0), teacher=teacher)
-    loss, logs = method.compute_loss(unet, Sampler(tiny_task, torch.Generator().manual_seed(5), "cpu"))
-
-    replay = Sampler(tiny_task, torch.Generator().manual_seed(5), "cpu")
+    loss, logs, replay = _one_step(RLMethod(config), unet, teacher, tiny_task, 5)
     predict = lambda model, z, t, c: model(z, t, class_labels=c).sample  # noqa: E731
     forget = replay.forget(6)
     noisy = replay.noisy(forget.x0)
@@ -303,3 +318,61 @@ def test_the_robust_text_recipe_trains_the_empty_prompt_branch(tmp_path):
     record = json.loads((out / "erasure.json").read_text())["config"]
     assert (record["method"]["null_target"], record["method"]["label_dropout"]) == ("anchor", 0.6)
     assert record["adversarial"]["adversarial_attack"] == "soft"
+
+
+def test_the_data_denoiser_of_one_point_is_that_point_and_of_two_is_their_posterior_mean():
+    g = torch.Generator().manual_seed(0)
+    data = torch.randn(2, 1, 4, 4, generator=g)
+    noise = torch.randn(3, 1, 4, 4, generator=g)
+    a, s = torch.tensor([0.9, 0.6, 0.1]), torch.tensor([0.44, 0.8, 0.995])
+    shape = (-1, 1, 1, 1)
+    z = a.view(shape) * data[0] + s.view(shape) * noise
+    x0, implied = data_denoiser(z, a, s, data[:1])
+    assert torch.allclose(x0.float(), data[0].expand_as(x0)) and torch.allclose(implied.float(), noise, atol=1e-5)
+    x0, _ = data_denoiser(z, a, s, data)
+    flat = z.reshape(3, -1).double()
+    d2 = torch.stack([((flat - a.double()[:, None] * data[j].reshape(1, -1).double()) ** 2).sum(1) for j in (0, 1)], 1)
+    w = torch.softmax(-d2 / (2 * s.double()[:, None] ** 2), 1)
+    assert torch.allclose(x0, (w @ data.reshape(2, -1).double()).reshape(x0.shape))
+    assert w[0, 0] > 0.99 and 0.01 < w[2, 0] < 0.99  # the nearer point at low noise; a blend at high noise
+
+
+def test_the_retain_data_target_of_a_one_sample_retain_set_is_its_diffusion_target(tiny_pipe):
+    """What a model fitted to a single retain image predicts is that image's own regression target (v here)."""
+    image = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    images, labels = torch.cat([image, image.flip(-1)]), torch.tensor([0, 1])
+    task = ClassConditionalTask.for_pipeline(tiny_pipe, images, labels, forget=[1])
+    assert tiny_pipe.scheduler.config.prediction_type == "v_prediction"
+    noisy = task.noisy(image.expand(4, -1, -1, -1), torch.Generator().manual_seed(4), torch.tensor([0.3, 0.5, 0.7, 0.9]))
+    assert torch.allclose(retain_data_target(task, noisy), noisy.target, atol=1e-4)
+
+
+@pytest.mark.parametrize("guided", [False, True])
+def test_the_retain_data_targets_stand_from_their_floor_and_the_anchor_below(tiny_pipe, tiny_task, guided):
+    unet = tiny_pipe.unet
+    teacher = _moved_off(unet)
+    config = RLConfig(batch_size=8, alpha=0.0, null_target="retain-data", null_weight=2.0, null_batch_size=8,
+                      forget_target="retain-data", data_min_level=0.4, remap_guidance=2.0 if guided else 0.0)
+    _, logs, replay = _one_step(RLMethod(config), unet, teacher, tiny_task, 6)
+    predict = lambda model, z, t, c: model(z, t, class_labels=c).sample  # noqa: E731
+    forget = replay.forget(8)
+    noisy = replay.noisy(forget.x0)
+    high = (noisy.t >= 0.4 * tiny_task.scheduler.config.num_train_timesteps).view(-1, 1, 1, 1)
+    assert high.any() and not high.all()
+    null = torch.full((8,), tiny_task.null)
+    with torch.no_grad():
+        data = retain_data_target(tiny_task, noisy)
+        if guided:  # the data target stands for the base's guided output; u, the student's null prediction
+            u, u0 = predict(unet, noisy.z_t, noisy.t, null), predict(teacher, noisy.z_t, noisy.t, null)
+            anchor = replay.anchor(forget.cond)
+            output = torch.where(high, data, u0 + 2.0 * (predict(teacher, noisy.z_t, noisy.t, anchor) - u0))
+            target = u + (output - u) / 2.0
+        else:
+            target = torch.where(high, data, predict(unet, noisy.z_t, noisy.t, replay.anchor(forget.cond)))
+        forget_loss = F.mse_loss(predict(unet, noisy.z_t, noisy.t, forget.cond), target)
+        retain = replay.retain(8)  # the retain term's draws, then the null term's anchor
+        replay.noisy(retain.x0), replay.drop(retain.cond, 0.1)
+        below = predict(teacher, noisy.z_t, noisy.t, replay.anchor(forget.cond))
+        null_loss = F.mse_loss(predict(unet, noisy.z_t, noisy.t, null), torch.where(high, data, below))
+    assert logs["forget_loss"] == pytest.approx(forget_loss.item(), rel=1e-5)
+    assert logs["null_loss"] == pytest.approx(null_loss.item(), rel=1e-5)

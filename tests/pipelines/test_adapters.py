@@ -109,3 +109,22 @@ def test_register_method_refuses_a_class_with_neither_loss_nor_edit():
     with pytest.raises(TypeError, match="neither compute_loss"):
         register_method("nothing-test", ShrinkConfig, Nothing)
     assert "nothing-test" not in METHODS
+
+
+@pytest.mark.parametrize("build", [tiny_class_conditional_pipeline, tiny_sd3_pipeline, tiny_flux_pipeline],
+                         ids=["ddpm", "sd3", "flux"])
+def test_a_noise_level_counts_from_the_clean_end_and_the_scales_rebuild_the_noising(build):
+    """`levels` near 0 are nearly clean on every family (the flow sigmas run from pure noise down), the
+    adapter reads each sample's level back, and `z_t = a x0 + s noise` with the target `target_of` gives."""
+    adapter = adapter_for(build())
+    scheduler = adapter.training_scheduler()
+    x0 = torch.randn(6, 4, 4, 4, generator=torch.Generator().manual_seed(0))
+    levels = torch.tensor([0.02, 0.1, 0.3, 0.5, 0.7, 0.95])
+    noisy = adapter.noise_and_target(scheduler, x0, torch.Generator().manual_seed(1), levels)
+    a, s = adapter.noise_scales(scheduler, noisy.t)
+    assert (s[1:] > s[:-1]).all() and s[0] < 0.3 and s[-1] > 0.9  # noisier with the level
+    read = adapter.noise_level(scheduler, noisy.t)
+    assert torch.allclose(read, levels.double(), atol=2e-3)
+    shape = (-1, 1, 1, 1)
+    noise = (noisy.z_t.double() - a.view(shape) * x0.double()) / s.view(shape)
+    assert torch.allclose(adapter.target_of(scheduler, x0, noise.float(), noisy.t), noisy.target, atol=1e-4)

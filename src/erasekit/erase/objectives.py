@@ -93,3 +93,20 @@ def retain_mixture_target(conditional: torch.Tensor, unconditional: torch.Tensor
     kept = conditional[keep].double()
     weights = pi.transpose(0, 1).reshape(kept.shape[:2] + (1,) * (kept.dim() - 2))
     return (weights * kept).sum(0).to(conditional.dtype)
+
+
+def data_denoiser(z_t: torch.Tensor, a: torch.Tensor, s: torch.Tensor, data: torch.Tensor) -> tuple[torch.Tensor,
+                                                                                                   torch.Tensor]:
+    """The optimal denoiser of a finite data set: `E[x0 | z_t]` when x0 is drawn uniformly from `data` (N, ...)
+    and `z_t = a x0 + s noise` (a, s: one per sample), with the noise it implies, `(z_t - a E[x0 | z_t]) / s`.
+    The posterior over the N points is a softmax of `-||z_t - a x_j||^2 / (2 s^2)`, in float64. Where one
+    point dominates (low noise, or a z_t far from every point) the implied noise grows as 1 / s."""
+    b = z_t.shape[0]
+    z = z_t.reshape(b, -1).double()
+    x = data.reshape(data.shape[0], -1).to(z.device, torch.float64)
+    a, s = a.reshape(b, 1).double(), s.reshape(b, 1).double()
+    d2 = (z * z).sum(1, keepdim=True) - 2 * a * (z @ x.T) + a * a * (x * x).sum(1)[None]
+    weights = torch.softmax(-d2 / (2 * s * s), dim=1)
+    x0 = weights @ x
+    noise = (z - a * x0) / s
+    return x0.reshape(z_t.shape), noise.reshape(z_t.shape)

@@ -11,9 +11,10 @@ from ...config import check
 from ..objectives import mse, remap_loss
 from ..registry import register_method
 from ..tasks import Sampler
-from .shared import NullBranchSettings, RetainSettings, ScopedMethod
+from .shared import NullBranchSettings, RetainSettings, ScopedMethod, above_data_floor
 
 RETAIN_TARGETS = ("noise", "teacher")
+FORGET_TARGETS = ("anchor", "retain-data")
 
 
 @dataclass
@@ -28,6 +29,11 @@ class RLConfig(RetainSettings, NullBranchSettings):
         "help": "target of the retain loss: noise (the ordinary diffusion loss, as SalUn) or teacher (the frozen "
                 "base's prediction on the same noisy retain batch, which is zero-gradient at the base)"})
     forget_weight: float = field(default=1.0, metadata={"help": "weight of the forget (remap) term"})
+    forget_target: str = field(default="anchor", metadata={
+        "help": "what the forget term pulls the concept's prediction to: anchor (the prediction under the remap "
+                "target, SalUn) or retain-data (from data_min_level up, the optimal denoiser of the retain "
+                "samples, E[x0 | z_t] over them: what a model that never saw the concept predicts; the anchor "
+                "below). With remap_guidance it stands for the guided target"})
     remap_guidance: float = field(default=0.0, metadata={
         "help": "0: the forget term pulls f(z_t | c_f) to sg(f(z_t | c')) (SalUn). g > 0: it pulls the CFG-guided "
                 "prediction u + g (f(z_t | c_f) - u), the model's own null prediction u held fixed, to the base's "
@@ -45,6 +51,7 @@ class RLConfig(RetainSettings, NullBranchSettings):
         check(self.remap in ("random", "farthest"), "remap", self.remap, "random or farthest")
         check(self.retain_target in RETAIN_TARGETS, "retain_target", self.retain_target, " or ".join(RETAIN_TARGETS))
         check(self.forget_weight > 0, "forget_weight", self.forget_weight, "> 0")
+        check(self.forget_target in FORGET_TARGETS, "forget_target", self.forget_target, " or ".join(FORGET_TARGETS))
         check(self.remap_guidance == 0 or self.remap_guidance >= 1, "remap_guidance", self.remap_guidance,
               "0 (off) or a guidance scale >= 1")
         check(self.remap_negative >= 0, "remap_negative", self.remap_negative, ">= 0")
@@ -68,9 +75,15 @@ class RLMethod(ScopedMethod):
 
         forget = sampler.forget(self.config.batch_size)
         noisy = sampler.noisy(forget.x0)
+        floor = self.config.data_min_level if self.config.forget_target == "retain-data" else None
         if self.config.remap_guidance:
             forget_loss = guided_remap_loss(predict, self.teacher, sampler, noisy, forget.cond,
-                                            self.config.remap_guidance, self.config.remap_negative)
+                                            self.config.remap_guidance, self.config.remap_negative, floor)
+        elif floor is not None:
+            with torch.no_grad():
+                anchor = predict(noisy.z_t, noisy.t, sampler.anchor(forget.cond))
+                target = above_data_floor(sampler.task, noisy, floor, anchor)
+            forget_loss = mse(predict(noisy.z_t, noisy.t, forget.cond), target)
         else:
             forget_loss = remap_loss(predict, noisy, forget.cond, sampler.anchor(forget.cond))
         retain_loss = self.retain_loss(denoiser, sampler)
@@ -81,12 +94,13 @@ class RLMethod(ScopedMethod):
 
 
 def guided_remap_loss(predict, teacher, sampler: Sampler, noisy, cond, guidance: float,
-                      negative: float = 0.0) -> torch.Tensor:
+                      negative: float = 0.0, data_floor: float | None = None) -> torch.Tensor:
     """`||u + g (f(z_t | c_f) - u) - sg(u0 + g (f0(z_t | c') - u0) - eta (f0(z_t | c_f) - u0))||^2 / g^2`, with
     u = sg(f(z_t | null)) the model's null prediction and u0, f0 the frozen base's: the conditional branch is
     pulled to `u + (A0 - u) / g`, so that the guided output under the forget label is the base's guided
     output under the remap target (less eta times the base's guidance toward the concept), wherever the null
-    branch has moved. With u = u0 and eta = 0 it is SalUn's target f0(z_t | c')."""
+    branch has moved. With u = u0 and eta = 0 it is SalUn's target f0(z_t | c'). With `data_floor`, the retain
+    samples' optimal denoiser stands for the guided target from that noise level up."""
     task = sampler.task
     anchor, null = sampler.anchor(cond), task.null_cond(cond)
     with torch.no_grad():
@@ -95,6 +109,8 @@ def guided_remap_loss(predict, teacher, sampler: Sampler, noisy, cond, guidance:
         guided = u0 + guidance * (task.predict(teacher, noisy.z_t, noisy.t, anchor) - u0)
         if negative:
             guided = guided - negative * (task.predict(teacher, noisy.z_t, noisy.t, cond) - u0)
+        if data_floor is not None:
+            guided = above_data_floor(task, noisy, data_floor, guided)
         target = u + (guided - u) / guidance
     return mse(predict(noisy.z_t, noisy.t, cond), target)
 

@@ -9,7 +9,7 @@ import torch
 
 from ...config import check
 from ...pipelines.adapters import NoisyBatch
-from ..objectives import diffusion_loss, mixture_posterior, mse, retain_mixture_target
+from ..objectives import data_denoiser, diffusion_loss, mixture_posterior, mse, retain_mixture_target
 from ..registry import SINGLE, Method, Shard
 from ..saliency import parameters_in_scope
 from ..tasks import Batch, ConditionTask, Sampler
@@ -47,7 +47,7 @@ class RetainSettings(DiffusionSettings):
         check(self.alpha >= 0, "alpha", self.alpha, ">= 0")
 
 
-NULL_TARGETS = ("none", "retain-mixture", "anchor", "base")
+NULL_TARGETS = ("none", "retain-mixture", "retain-data", "anchor", "base")
 NULL_GATES = ("none", "posterior")
 
 
@@ -58,9 +58,10 @@ class NullBranchSettings:
     null_target: str = field(default="none", metadata={
         "help": "target of the unconditional prediction on noised forget samples: none (untrained, as the papers), "
                 "retain-mixture (the base's predictions under the kept conditions, weighted by its own posterior "
-                "at z_t: the score of the data without the concept), anchor (the base under the remap target) or base "
-                "(the base's own unconditional prediction; with null_guidance, ESD's negatively guided target on "
-                "the null branch)"})
+                "at z_t: the score of the data without the concept), retain-data (the optimal denoiser of the retain "
+                "samples themselves, E[x0 | z_t] over them, from data_min_level up; the anchor target below), anchor "
+                "(the base under the remap target) or base (the base's own unconditional prediction; with "
+                "null_guidance, ESD's negatively guided target on the null branch)"})
     null_weight: float = field(default=1.0, metadata={"help": "weight of the null-branch term (null_target)"})
     null_batch_size: int = field(default=16, metadata={
         "help": "forget samples per micro-batch that the null-branch term uses (the first of the forget batch; "
@@ -74,6 +75,10 @@ class NullBranchSettings:
         "help": "guide the null target away from the forget condition: target + null_guidance * (target - "
                 "f_base(z_t | c_f)). At 0 a target read from the base at low noise still rebuilds the concept the "
                 "noisy sample shows"})
+    data_min_level: float = field(default=0.3, metadata={
+        "help": "the retain-data targets (null_target, forget_target) stand from this share of the schedule up; "
+                "below it the anchor target does. At low noise the data's posterior falls on one retain sample, "
+                "and the noise it implies for a forget sample far from all of them grows without bound"})
     null_gate: str = field(default="none", metadata={
         "help": "none (the target on every noised forget sample) or posterior (the target blended with the base's "
                 "unconditional prediction by the base's posterior of the forget concept at z_t: the unconditional "
@@ -87,6 +92,7 @@ class NullBranchSettings:
         check(0 < self.null_max_level <= 1, "null_max_level", self.null_max_level, "in (0, 1]")
         check(self.null_guidance >= 0, "null_guidance", self.null_guidance, ">= 0")
         check(self.null_gate in NULL_GATES, "null_gate", self.null_gate, " or ".join(NULL_GATES))
+        check(0 <= self.data_min_level < 1, "data_min_level", self.data_min_level, "in [0, 1)")
 
 
 class ScopedMethod(Method):
@@ -146,6 +152,9 @@ class ScopedMethod(Method):
                 target = task.predict(self.teacher, noisy.z_t, noisy.t, sampler.anchor(cond))
             elif self.null_target == "base":
                 target = task.predict(self.teacher, noisy.z_t, noisy.t, task.null_cond(cond))
+            elif self.null_target == "retain-data":
+                target = above_data_floor(task, noisy, self.config.data_min_level,
+                                          task.predict(self.teacher, noisy.z_t, noisy.t, sampler.anchor(cond)))
             else:
                 target = retain_mixture_target(*mixture)
             if self.config.null_guidance:
@@ -181,3 +190,20 @@ def teacher_mixture(teacher, task: ConditionTask, noisy) -> tuple[torch.Tensor, 
     unconditional = task.predict(teacher, noisy.z_t, noisy.t, task.null_cond(cond[:b]))
     return conditional, unconditional, torch.arange(k, device=z.device) >= len(forget)
 
+
+def retain_data_target(task: ConditionTask, noisy: NoisyBatch) -> torch.Tensor:
+    """The prediction target of the retain samples' optimal denoiser at `noisy.z_t` (`data_denoiser` over
+    `task.retain_x`): what a model that fits the retain data exactly, and never saw the concept, predicts."""
+    a, s = task.adapter.noise_scales(task.scheduler, noisy.t)
+    x0, noise = data_denoiser(noisy.z_t, a, s, task.retain_x)
+    dtype = noisy.z_t.dtype
+    return task.adapter.target_of(task.scheduler, x0.to(dtype), noise.to(dtype), noisy.t).to(dtype)
+
+
+def above_data_floor(task: ConditionTask, noisy: NoisyBatch, floor: float, below: torch.Tensor) -> torch.Tensor:
+    """`retain_data_target` where a sample's noise level is at least `floor`, `below` where it is not."""
+    high = task.adapter.noise_level(task.scheduler, noisy.t) >= floor
+    if not high.any():
+        return below
+    high = high.reshape(-1, *[1] * (below.dim() - 1)).to(below.device)
+    return torch.where(high, retain_data_target(task, noisy).to(below.dtype), below)

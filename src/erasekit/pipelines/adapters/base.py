@@ -118,16 +118,27 @@ class Adapter:
         else:
             t = (levels * steps).long().clamp(0, steps - 1).to(x0.device)
         z_t = scheduler.add_noise(x0, noise, t)
+        return NoisyBatch(z_t, t, self.target_of(scheduler, x0, noise, t))
+
+    def target_of(self, scheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the denoiser regresses at `z_t = a_t x0 + s_t noise`, as the scheduler's `prediction_type` says."""
         kind = scheduler.config.prediction_type
         if kind == "epsilon":
-            target = noise
-        elif kind == "v_prediction":
-            target = scheduler.get_velocity(x0, noise, t)
-        elif kind == "sample":
-            target = x0
-        else:
-            raise ValueError(f"unsupported prediction_type {kind!r}")
-        return NoisyBatch(z_t, t, target)
+            return noise
+        if kind == "v_prediction":
+            return scheduler.get_velocity(x0, noise, t)
+        if kind == "sample":
+            return x0
+        raise ValueError(f"unsupported prediction_type {kind!r}")
+
+    def noise_scales(self, scheduler, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(a_t, s_t)` with `z_t = a_t x0 + s_t noise`, one of each per sample, float64."""
+        alphas = scheduler.alphas_cumprod.to(t.device, torch.float64)[t.long()]
+        return alphas.sqrt(), (1 - alphas).sqrt()
+
+    def noise_level(self, scheduler, t: torch.Tensor) -> torch.Tensor:
+        """Where each sample's timestep lies in the schedule, in [0, 1): 0 is the clean end."""
+        return t.double() / scheduler.config.num_train_timesteps
 
     def pure_noise(self, scheduler, n: int, shape, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """`n` latents of `shape` where sampling starts, `z_T ~ N(0, I)`, with the first timestep `T - 1`."""

@@ -38,9 +38,23 @@ class FlowMatchingAdapter(Adapter):
         noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(x0.device, x0.dtype)
         if levels is None:
             index = torch.randint(0, len(scheduler.sigmas), (n,), generator=generator)
-        else:
-            index = (levels * len(scheduler.sigmas)).long().clamp(0, len(scheduler.sigmas) - 1)
+        else:  # the sigmas run from pure noise down: level 0 is the cleanest
+            index = (len(scheduler.sigmas) - 1 - (levels * len(scheduler.sigmas)).long()).clamp(
+                0, len(scheduler.sigmas) - 1)
         sigma = scheduler.sigmas[index].to(x0.device, torch.float32).view(n, *([1] * (x0.dim() - 1)))
         z_t = ((1 - sigma) * x0.float() + sigma * noise.float()).to(x0.dtype)
         t = (sigma.flatten() * scheduler.config.num_train_timesteps).to(x0.device)
-        return NoisyBatch(z_t, t, (noise.float() - x0.float()).to(x0.dtype))
+        return NoisyBatch(z_t, t, self.target_of(scheduler, x0, noise, t))
+
+    def target_of(self, scheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return (noise.float() - x0.float()).to(x0.dtype)
+
+    def noise_scales(self, scheduler, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        sigma = t.double() / scheduler.config.num_train_timesteps
+        return 1 - sigma, sigma
+
+    def noise_level(self, scheduler, t: torch.Tensor) -> torch.Tensor:
+        """The share of the training sigmas below each sample's (the inverse of `levels` above)."""
+        sigmas = scheduler.sigmas.to(t.device, torch.float64).flip(0)  # ascending
+        sigma = t.double() / scheduler.config.num_train_timesteps
+        return torch.searchsorted(sigmas, sigma).double() / len(sigmas)
