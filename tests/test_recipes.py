@@ -6,6 +6,7 @@ fails these tests. Each recipe keeps its own mixed precision, gradient checkpoin
 """
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -296,3 +297,18 @@ def test_model_card_carries_the_base_license_method_and_results(replica, tmp_pat
     load_pipeline(replica("sdxl")).save_pretrained(cardless)
     assert base_license(cardless, load_pipeline(cardless))[0] == "openrail++"
     assert base_license(tmp_path, None)[0] == "other"
+
+
+@pytest.mark.parametrize("recipe, kind, variant", [("sdxl-nudity.yaml", "sdxl", "fp16"), ("sd3-nudity.yaml", "sd3", None),
+                                                   ("flux-nudity.yaml", "flux", None)], ids=lambda v: str(v))
+def test_the_retain_data_targets_on_half_stored_replicas(recipe, kind, variant, replica, tmp_path, monkeypatch):
+    """`null_target` and `forget_target: retain-data` under the recipe's bf16 autocast, on checkpoints stored
+    as published (SDXL's fp16 variant, SD 3 in fp16, FLUX in bf16): both terms logged finite at every step."""
+    monkeypatch.setenv("ERASEKIT_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "erased"
+    argv = ["erase", "--config", str(CONFIGS / recipe), "--pretrained-model-name-or-path", str(replica(kind)),
+            "--output-dir", str(out), *size_flags(CONFIGS / recipe), "--evaluate=false", "--log-every=1",
+            "--null-target=retain-data", "--forget-target=retain-data", "--data-min-level=0", "--null-batch-size=2"]
+    assert main([*argv, *(["--variant", variant] if variant else [])]) == 0
+    logs = [json.loads(x) for x in (out / "logs.jsonl").read_text().splitlines() if "null_loss" in x]
+    assert len(logs) == 2 and all(math.isfinite(r["null_loss"]) and math.isfinite(r["forget_loss"]) for r in logs)

@@ -80,9 +80,10 @@ class RLMethod(ScopedMethod):
             forget_loss = guided_remap_loss(predict, self.teacher, sampler, noisy, forget.cond,
                                             self.config.remap_guidance, self.config.remap_negative, floor)
         elif floor is not None:
+            anchor = sampler.anchor(forget.cond)
             with torch.no_grad():
-                anchor = predict(noisy.z_t, noisy.t, sampler.anchor(forget.cond))
-                target = above_data_floor(sampler.task, noisy, floor, anchor)
+                target = above_data_floor(sampler.task, noisy, floor,
+                                          lambda rows: predict(noisy.z_t[rows], noisy.t[rows], anchor[rows]))
             forget_loss = mse(predict(noisy.z_t, noisy.t, forget.cond), target)
         else:
             forget_loss = remap_loss(predict, noisy, forget.cond, sampler.anchor(forget.cond))
@@ -110,7 +111,7 @@ def guided_remap_loss(predict, teacher, sampler: Sampler, noisy, cond, guidance:
         if negative:
             guided = guided - negative * (task.predict(teacher, noisy.z_t, noisy.t, cond) - u0)
         if data_floor is not None:
-            guided = above_data_floor(task, noisy, data_floor, guided)
+            guided = above_data_floor(task, noisy, data_floor, lambda rows: guided[rows])
         target = u + (guided - u) / guidance
     return mse(predict(noisy.z_t, noisy.t, cond), target)
 

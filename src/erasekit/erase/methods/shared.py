@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,8 +154,9 @@ class ScopedMethod(Method):
             elif self.null_target == "base":
                 target = task.predict(self.teacher, noisy.z_t, noisy.t, task.null_cond(cond))
             elif self.null_target == "retain-data":
-                target = above_data_floor(task, noisy, self.config.data_min_level,
-                                          task.predict(self.teacher, noisy.z_t, noisy.t, sampler.anchor(cond)))
+                anchor = sampler.anchor(cond)
+                target = above_data_floor(task, noisy, self.config.data_min_level, lambda rows: task.predict(
+                    self.teacher, noisy.z_t[rows], noisy.t[rows], anchor[rows]))
             else:
                 target = retain_mixture_target(*mixture)
             if self.config.null_guidance:
@@ -200,10 +202,14 @@ def retain_data_target(task: ConditionTask, noisy: NoisyBatch) -> torch.Tensor:
     return task.adapter.target_of(task.scheduler, x0.to(dtype), noise.to(dtype), noisy.t).to(dtype)
 
 
-def above_data_floor(task: ConditionTask, noisy: NoisyBatch, floor: float, below: torch.Tensor) -> torch.Tensor:
-    """`retain_data_target` where a sample's noise level is at least `floor`, `below` where it is not."""
-    high = task.adapter.noise_level(task.scheduler, noisy.t) >= floor
-    if not high.any():
-        return below
-    high = high.reshape(-1, *[1] * (below.dim() - 1)).to(below.device)
-    return torch.where(high, retain_data_target(task, noisy).to(below.dtype), below)
+def above_data_floor(task: ConditionTask, noisy: NoisyBatch, floor: float,
+                     below: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """`retain_data_target` on the samples whose noise level is at least `floor`; on the others `below(rows)`,
+    the fallback target of the rows (a (B,) bool) it is given. Each is computed on its own rows only."""
+    high = (task.adapter.noise_level(task.scheduler, noisy.t) >= floor).to(noisy.z_t.device)
+    target = torch.empty_like(noisy.z_t)
+    if high.any():
+        target[high] = retain_data_target(task, NoisyBatch(noisy.z_t[high], noisy.t[high], noisy.target[high]))
+    if not high.all():
+        target[~high] = below(~high).to(target.dtype)
+    return target

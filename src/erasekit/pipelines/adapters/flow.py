@@ -56,5 +56,4 @@ class FlowMatchingAdapter(Adapter):
     def noise_level(self, scheduler, t: torch.Tensor) -> torch.Tensor:
         """The share of the training sigmas below each sample's (the inverse of `levels` above)."""
         sigmas = scheduler.sigmas.to(t.device, torch.float64).flip(0)  # ascending
-        sigma = t.double() / scheduler.config.num_train_timesteps
-        return torch.searchsorted(sigmas, sigma).double() / len(sigmas)
+        return torch.searchsorted(sigmas, self.noise_scales(scheduler, t)[1]).double() / len(sigmas)
